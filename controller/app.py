@@ -1,0 +1,348 @@
+"""The controller's lifecycle: caches on every replica, work only while leading.
+
+Order on becoming leader (design §4): wait for every cache → pools to the allocator → adopt every
+claim in Service status, oldest first → only then allocate for pending Services → start workers.
+Losing the lease closes the write gate before anything else, and the process exits non-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from opentelemetry.trace import Link, Tracer
+
+from controller.config import Settings
+from controller.http import HealthState
+from controller.ipam import Allocator, ServiceKey
+from controller.kube.client import KubeClient
+from controller.kube.events import EventRecorder
+from controller.kube.informer import Informer, default_transform
+from controller.kube.leaderelection import LeaderElectionConfig, LeaderElector
+from controller.kube.resources import IPPOOLS, NAMESPACES, SERVICES
+from controller.kube.store import object_key
+from controller.kube.workqueue import ShutDown, WorkQueue
+from controller.metrics import Metrics
+from controller.reconcile.event_links import EventLinks
+from controller.reconcile.leadership import NotLeader, WriteGate
+from controller.reconcile.pool_input import read_pool
+from controller.reconcile.pools import PoolReconciler
+from controller.reconcile.service_input import is_ours, parse_timestamp
+from controller.reconcile.services import Requeue, ServicePolicy, ServiceReconciler
+
+log = logging.getLogger(__name__)
+
+# Pool status (counts) follows allocations; batching the refresh keeps a burst of allocations from
+# becoming a burst of IPPool status writes.
+POOL_STATUS_DELAY = 1.0
+
+_SERVICE_SPEC_FIELDS = (
+    "type",
+    "loadBalancerClass",
+    "loadBalancerIP",
+    "ports",
+    "selector",
+    "externalTrafficPolicy",
+    "ipFamilies",
+    "ipFamilyPolicy",
+)
+_META_FIELDS = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "labels",
+    "annotations",
+    "deletionTimestamp",
+)
+
+
+def slim_service(obj: dict[str, Any]) -> dict[str, Any]:
+    """Keep only what the reconciler reads: a cached Service costs a fraction of the full object."""
+    obj = default_transform(obj)
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    return {
+        "metadata": {k: meta[k] for k in _META_FIELDS if k in meta},
+        "spec": {k: spec[k] for k in _SERVICE_SPEC_FIELDS if k in spec},
+        "status": obj.get("status") or {},
+    }
+
+
+def slim_namespace(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj.get("metadata") or {}
+    return {"metadata": {k: meta[k] for k in ("name", "uid", "resourceVersion", "labels") if k in meta}}
+
+
+class Controller:
+    def __init__(
+        self, settings: Settings, client: KubeClient, *, metrics: Metrics, tracer: Tracer, health: HealthState
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.metrics = metrics
+        self.tracer = tracer
+        self.health = health
+        self.gate = WriteGate()
+        self.links = EventLinks(tracer)
+        self.recorder = EventRecorder(client)
+        restarts = self._watch_restart_counter
+        self.services = Informer(client, SERVICES, transform=slim_service, on_restart=restarts("services"))
+        self.pools = Informer(client, IPPOOLS, on_restart=restarts("ippools"))
+        self.namespaces = Informer(
+            client, NAMESPACES, transform=slim_namespace, on_restart=restarts("namespaces")
+        )
+        self.services.store.add_index("namespace", lambda o: [o["metadata"].get("namespace", "")])
+        self.service_queue: WorkQueue[str] = WorkQueue(metrics=metrics, name="services")
+        self.pool_queue: WorkQueue[str] = WorkQueue(metrics=metrics, name="ippools")
+        self.service_reconciler: ServiceReconciler | None = None
+        self.pool_reconciler: PoolReconciler | None = None
+        self.exit_code = 0
+        self.stopping = asyncio.Event()
+        self._lead_tasks: list[asyncio.Task[None]] = []
+        self._informer_tasks: list[asyncio.Task[None]] = []
+        self._wire_handlers()
+        health.add_readiness("caches", self._caches_ready)
+        health.add_liveness("informers", self._informers_alive)
+
+    # -- health -----------------------------------------------------------------------------------
+    def _caches_ready(self) -> tuple[bool, str]:
+        pending = [inf.resource.plural for inf in self._informers() if not inf.has_synced()]
+        return (not pending, "synced" if not pending else f"waiting for {', '.join(pending)}")
+
+    def _informers_alive(self) -> tuple[bool, str]:
+        dead = [t.get_name() for t in self._informer_tasks if t.done()]
+        return (not dead, "watching" if not dead else f"stopped: {', '.join(dead)}")
+
+    def _informers(self) -> list[Informer]:
+        return [self.services, self.pools, self.namespaces]
+
+    def _watch_restart_counter(self, resource: str) -> Callable[[str], None]:
+        return lambda reason: self.metrics.watch_restart(resource, reason)
+
+    # -- event handlers: keys only, and only while leading ------------------------------------------
+    def _wire_handlers(self) -> None:
+        def svc_event(event: str) -> Callable[[dict[str, Any]], None]:
+            def handler(obj: dict[str, Any]) -> None:
+                self._enqueue_service(object_key(obj), event, obj)
+
+            return handler
+
+        def svc_update(old: dict[str, Any], new: dict[str, Any]) -> None:
+            if old["metadata"].get("resourceVersion") != new["metadata"].get("resourceVersion"):
+                self._enqueue_service(object_key(new), "MODIFIED", new)
+
+        self.services.add_handlers(svc_event("ADDED"), svc_update, svc_event("DELETED"))
+
+        def pool_event(obj: dict[str, Any]) -> None:
+            self._enqueue_pool(obj["metadata"]["name"], obj)
+
+        def pool_update(old: dict[str, Any], new: dict[str, Any]) -> None:
+            # Our own status writes come back as updates; only spec (generation) or labels matter.
+            if old["metadata"].get("generation") != new["metadata"].get("generation"):
+                self._enqueue_pool(new["metadata"]["name"], new)
+
+        self.pools.add_handlers(pool_event, pool_update, pool_event)
+
+        def ns_update(old: dict[str, Any], new: dict[str, Any]) -> None:
+            if old["metadata"].get("labels") != new["metadata"].get("labels"):
+                self._namespace_labels_changed(new["metadata"]["name"])
+
+        self.namespaces.add_handlers(None, ns_update, None)
+
+    def _enqueue_service(self, key: str, event: str, obj: dict[str, Any] | None) -> None:
+        if not self.gate.is_open:
+            return
+        rv = obj["metadata"].get("resourceVersion") if obj else None
+        self.links.note(key, event, "Service", rv)
+        self.service_queue.add(key)
+
+    def _enqueue_pool(self, name: str, obj: dict[str, Any]) -> None:
+        if not self.gate.is_open:
+            return
+        self.links.note(name, "EVENT", "IPPool", obj["metadata"].get("resourceVersion"))
+        self.pool_queue.add(name)
+
+    def _retry_service(self, key: str) -> None:
+        self.service_queue.add(key)
+
+    def _refresh_pool(self, name: str) -> None:
+        self.pool_queue.add_after(name, POOL_STATUS_DELAY)
+
+    def _namespace_labels_changed(self, namespace: str) -> None:
+        """Only Services in that namespace whose outcome can depend on namespace labels."""
+        reconciler = self.service_reconciler
+        if reconciler is None or not self.gate.is_open:
+            return
+        pending = reconciler.allocator.pending()
+        selective = set()
+        for obj in self.pools.store.list():
+            spec = read_pool(obj)
+            if (
+                not isinstance(spec, str)
+                and spec.service_allocation
+                and spec.service_allocation.namespace_selectors
+            ):
+                selective.add(spec.name)
+        for obj in self.services.store.by_index("namespace", namespace):
+            key = ServiceKey(namespace, obj["metadata"]["name"])
+            if key in pending or reconciler.allocator.pool_of(key) in selective:
+                self._enqueue_service(str(key), "NAMESPACE", obj)
+
+    # -- leadership -------------------------------------------------------------------------------
+    async def _on_started_leading(self) -> None:
+        log.info("became leader", extra={"identity": self.settings.identity})
+        self.metrics.set_leader(self.settings.identity, True)
+        await asyncio.gather(*(inf.wait_synced() for inf in self._informers()))
+        allocator = Allocator(reclaim_window=self.settings.reclaim_window)
+        self.pool_reconciler = PoolReconciler(
+            client=self.client,
+            pools=self.pools.store,
+            allocator=allocator,
+            recorder=self.recorder,
+            metrics=self.metrics,
+            tracer=self.tracer,
+            gate=self.gate,
+            enqueue_service=self._retry_service,
+        )
+        self.service_reconciler = ServiceReconciler(
+            client=self.client,
+            services=self.services.store,
+            namespaces=self.namespaces.store,
+            allocator=allocator,
+            recorder=self.recorder,
+            metrics=self.metrics,
+            tracer=self.tracer,
+            gate=self.gate,
+            policy=ServicePolicy(
+                self.settings.lb_class,
+                self.settings.handle_unclassed,
+                self.settings.orphaned_ips == "reassign",
+            ),
+            enqueue_service=self._retry_service,
+            refresh_pool=self._refresh_pool,
+        )
+        with self.tracer.start_as_current_span("adopt") as span:
+            self.pool_reconciler.apply_pools()
+            duplicates = self.service_reconciler.adopt_all()
+            span.set_attribute("stablelb.duplicates", len(duplicates))
+        log.info(
+            "adopted assignments from Service status",
+            extra={"services": len(self.services.store), "duplicates": len(duplicates)},
+        )
+        self.gate.open()
+        # Level-based: every Service is looked at once; those already right write nothing. Oldest first,
+        # so when capacity is short the earlier Services are the ones served.
+        ours = [
+            o
+            for o in self.services.store.list()
+            if is_ours(o, self.settings.lb_class, self.settings.handle_unclassed)
+        ]
+        ours.sort(
+            key=lambda o: (
+                parse_timestamp(o["metadata"].get("creationTimestamp")),
+                o["metadata"].get("uid", ""),
+            )
+        )
+        for obj in ours:
+            self.service_queue.add(object_key(obj))
+        for obj in self.pools.store.list():
+            self.pool_queue.add(obj["metadata"]["name"])
+        workers = [
+            self._worker(self.service_queue, self.service_reconciler.reconcile)
+            for _ in range(self.settings.workers)
+        ]
+        workers.append(self._worker(self.pool_queue, self.pool_reconciler.reconcile))
+        self._lead_tasks = [asyncio.create_task(w) for w in workers]
+        await asyncio.gather(*self._lead_tasks, return_exceptions=True)
+
+    def _on_stopped_leading(self) -> None:
+        # Nothing may be written from here on: close the gate before anything else.
+        self.gate.close()
+        for task in self._lead_tasks:
+            task.cancel()
+        self.metrics.set_leader(self.settings.identity, False)
+        if not self.stopping.is_set():
+            log.error("lost leadership; exiting so a fresh process rebuilds its state")
+            self.exit_code = 1
+            self.stopping.set()
+
+    def _on_new_leader(self, identity: str) -> None:
+        if identity != self.settings.identity:
+            log.info("current leader", extra={"leader": identity})
+
+    async def _worker(self, queue: WorkQueue[str], reconcile: Callable[..., Awaitable[Any]]) -> None:
+        while True:
+            try:
+                key = await queue.get()
+            except ShutDown:
+                return
+            links: list[Link]
+            links, waited = self.links.take(key)
+            try:
+                await reconcile(key, links=links, queue_wait_ms=waited, requeues=queue.num_requeues(key))
+                queue.forget(key)
+            except NotLeader:
+                return
+            except Requeue as exc:
+                log.info("requeue", extra={"key": key, "why": str(exc)})
+                queue.add_rate_limited(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reconcile failed; retrying with backoff", extra={"key": key})
+                queue.add_rate_limited(key)
+            finally:
+                queue.done(key)
+
+    # -- run --------------------------------------------------------------------------------------
+    async def run(self) -> int:
+        self._informer_tasks = [
+            asyncio.create_task(inf.run(), name=f"informer-{inf.resource.plural}")
+            for inf in self._informers()
+        ]
+        recorder_task = asyncio.create_task(self.recorder.run(), name="event-recorder")
+        if self.settings.leader_elect:
+            elector = LeaderElector(
+                self.client,
+                LeaderElectionConfig(
+                    namespace=self.settings.lease_namespace,
+                    name=self.settings.lease_name,
+                    identity=self.settings.identity,
+                    lease_duration=self.settings.lease_duration,
+                    renew_deadline=self.settings.renew_deadline,
+                    retry_period=self.settings.retry_period,
+                ),
+                on_started_leading=self._on_started_leading,
+                on_stopped_leading=self._on_stopped_leading,
+                on_new_leader=self._on_new_leader,
+            )
+            lead_task = asyncio.create_task(elector.run(), name="leader-election")
+        else:
+            lead_task = asyncio.create_task(self._on_started_leading(), name="lead")
+        stop_task: asyncio.Task[Any] = asyncio.create_task(self.stopping.wait())
+        done, _ = await asyncio.wait({lead_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        if lead_task in done and not self.stopping.is_set() and lead_task.exception() is not None:
+            log.error("leader election failed", exc_info=lead_task.exception())
+            self.exit_code = 1
+        self.stopping.set()
+        # Stop guarded work first, then give up the lease (cancelling the elector releases it).
+        self.gate.close()
+        for task in self._lead_tasks:
+            task.cancel()
+        self.service_queue.shutdown()
+        self.pool_queue.shutdown()
+        lead_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await lead_task
+        for task in [*self._informer_tasks, stop_task]:
+            task.cancel()
+        await self.recorder.close()
+        recorder_task.cancel()
+        await asyncio.gather(*self._informer_tasks, recorder_task, stop_task, return_exceptions=True)
+        return self.exit_code

@@ -1,0 +1,50 @@
+"""What enqueued a key: span links to the watch events and the time the key first waited.
+
+Handlers only enqueue keys; this remembers why, so a reconcile's root span can link back to the watch
+events that caused it and report how long the key waited in the queue.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from opentelemetry import trace
+from opentelemetry.trace import Link, Tracer
+
+MAX_LINKS_PER_KEY = 8
+
+
+@dataclass
+class _Pending:
+    since: float
+    links: deque[Link]
+
+
+class EventLinks:
+    def __init__(self, tracer: Tracer, clock: Callable[[], float] = time.monotonic) -> None:
+        self._tracer = tracer
+        self._clock = clock
+        self._pending: dict[str, _Pending] = {}
+
+    def note(self, key: str, event: str, kind: str, resource_version: str | None = None) -> None:
+        """Record one watch event for `key` as a short span the reconcile will link to."""
+        span = self._tracer.start_span(
+            f"watch {event} {kind}",
+            kind=trace.SpanKind.CONSUMER,
+            attributes={"k8s.object.key": key, "k8s.resource_version": resource_version or ""},
+        )
+        span.end()
+        entry = self._pending.get(key)
+        if entry is None:
+            entry = self._pending[key] = _Pending(self._clock(), deque(maxlen=MAX_LINKS_PER_KEY))
+        entry.links.append(Link(span.get_span_context()))
+
+    def take(self, key: str) -> tuple[list[Link], float]:
+        """The links gathered for `key` and its queue wait in milliseconds; forgets them."""
+        entry = self._pending.pop(key, None)
+        if entry is None:
+            return [], 0.0
+        return list(entry.links), (self._clock() - entry.since) * 1000.0

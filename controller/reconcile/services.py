@@ -1,0 +1,276 @@
+"""The Service reconciler: one key in, at most one status write out, and only when something differs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Link, Span, Status, StatusCode, Tracer
+
+from controller.ipam import Allocator, Decision, Reason, ServiceKey
+from controller.kube.client import ApiError, KubeClient
+from controller.kube.events import EventRecorder
+from controller.kube.resources import SERVICES
+from controller.kube.store import Store
+from controller.metrics import Metrics
+from controller.reconcile.leadership import WriteGate
+from controller.reconcile.service_input import (
+    CONDITION_TYPE,
+    ServiceInput,
+    is_ours,
+    read_service,
+    status_ips,
+)
+from controller.reconcile.status import ConditionSpec, current_ingress, desired_ingress, status_patch
+
+log = logging.getLogger(__name__)
+
+FIELD_MANAGER = "stablelb-controller"
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class Requeue(Exception):
+    """The reconcile should run again later (rate limited), e.g. after a 409 Conflict."""
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _pending_event_reason(reason: Reason) -> str:
+    if reason in (Reason.REQUESTED_IP_IN_USE, Reason.REQUESTED_IP_OUTSIDE_POOL):
+        return "RequestedIPUnavailable"
+    return "AllocationFailed"
+
+
+@dataclass(frozen=True)
+class ServicePolicy:
+    lb_class: str
+    handle_unclassed: bool
+    reassign_orphans: bool
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: str
+    wrote: bool
+
+
+class ServiceReconciler:
+    def __init__(
+        self,
+        *,
+        client: KubeClient,
+        services: Store,
+        namespaces: Store,
+        allocator: Allocator,
+        recorder: EventRecorder,
+        metrics: Metrics,
+        tracer: Tracer,
+        gate: WriteGate,
+        policy: ServicePolicy,
+        enqueue_service: Callable[[str], None],
+        refresh_pool: Callable[[str], None],
+    ) -> None:
+        self._client = client
+        self._services = services
+        self._namespaces = namespaces
+        self.allocator = allocator
+        self._recorder = recorder
+        self._metrics = metrics
+        self._tracer = tracer
+        self._gate = gate
+        self._policy = policy
+        self._enqueue_service = enqueue_service
+        self._refresh_pool = refresh_pool
+        self._uids: dict[ServiceKey, str] = {}
+
+    # -- entry point ------------------------------------------------------------------------------
+    async def reconcile(
+        self, key: str, *, links: Iterable[Link] = (), queue_wait_ms: float = 0.0, requeues: int = 0
+    ) -> Outcome:
+        namespace, _, name = key.partition("/")
+        started = time.perf_counter()
+        with self._tracer.start_as_current_span(
+            "reconcile Service",
+            links=list(links),
+            attributes={
+                "k8s.namespace.name": namespace,
+                "k8s.service.name": name,
+                "stablelb.queue_wait_ms": queue_wait_ms,
+                "stablelb.requeues": requeues,
+            },
+            record_exception=True,
+            set_status_on_exception=True,
+        ) as span:
+            outcome = await self._reconcile(ServiceKey(namespace, name), span)
+            span.set_attribute("stablelb.result", outcome.result)
+        self._metrics.observe_reconcile("Service", time.perf_counter() - started)
+        return outcome
+
+    def adopt_all(self) -> dict[ServiceKey, ServiceKey]:
+        """Register every claim found in Service status, oldest first; returns duplicate losers."""
+        requests = []
+        for obj in self._services.list():
+            if not is_ours(obj, self._policy.lb_class, self._policy.handle_unclassed) or not status_ips(obj):
+                continue
+            request = self._read(obj, use_allocator=False).request
+            requests.append(request)
+            self._uids[request.key] = request.uid
+        result = self.allocator.adopt(requests)
+        for key, reason in result.invalid.items():
+            log.warning("claim in status not adopted", extra={"service": str(key), "why": reason})
+        return dict(result.duplicates)
+
+    # -- the work ---------------------------------------------------------------------------------
+    async def _reconcile(self, key: ServiceKey, span: Span) -> Outcome:
+        obj = self._services.get(str(key))
+        if obj is None:
+            self._release(key)
+            return Outcome("deleted", wrote=False)
+
+        uid = obj["metadata"].get("uid", "")
+        if self._uids.get(key, uid) != uid:
+            # Deleted and re-created under the same name while we were not looking: the old claim goes.
+            self._release(key)
+        if not is_ours(obj, self._policy.lb_class, self._policy.handle_unclassed):
+            return await self._disown(key, obj)
+        self._uids[key] = uid
+
+        inp = self._read(obj, use_allocator=True)
+        for message in inp.deprecations:
+            self._recorder.record(obj, "Warning", "DeprecatedField", message)
+        if inp.problem is not None:
+            held = self.allocator.assignment(key)
+            cond = ConditionSpec("True" if held else "False", inp.problem.reason, inp.problem.message)
+            wrote = await self._write(obj, current_ingress(obj), cond, span)
+            if wrote:
+                self._recorder.record(obj, "Warning", "AllocationFailed", inp.problem.message)
+            self._metrics.allocation("invalid")
+            return Outcome("invalid", wrote)
+
+        with self._tracer.start_as_current_span("allocate") as alloc_span:
+            decision = self.allocator.ensure(inp.request)
+            alloc_span.set_attribute("stablelb.reason", decision.reason.value)
+            alloc_span.set_attribute("stablelb.ips", ",".join(decision.ips))
+        span.set_attribute("stablelb.pool", decision.pool or "")
+        span.set_attribute("stablelb.ips", ",".join(decision.ips))
+        self._after_decision(decision)
+
+        before = status_ips(obj)
+        ingress = desired_ingress(current_ingress(obj), decision.ips)
+        wrote = await self._write(obj, ingress, self._condition(decision), span)
+        if wrote:
+            self._record_decision_events(obj, decision, before)
+        self._metrics.allocation(decision.reason.value)
+        self._metrics.set_orphaned(len(self.allocator.orphaned()))
+        return Outcome("pending" if decision.pending else decision.reason.value, wrote)
+
+    def _read(self, obj: dict[str, Any], *, use_allocator: bool) -> ServiceInput:
+        namespace = obj["metadata"].get("namespace", "")
+        ns_obj = self._namespaces.get(namespace)
+        ns_labels = (ns_obj or {}).get("metadata", {}).get("labels") or {}
+        current: tuple[str, ...] | None = None
+        if use_allocator:
+            # While we lead, our own record wins over a status write that has not landed yet (409, crash
+            # of the request): re-deciding from the stale status could hand out a different IP.
+            current = self.allocator.assignment(ServiceKey(namespace, obj["metadata"]["name"])) or None
+        return read_service(
+            obj,
+            reassign_orphans=self._policy.reassign_orphans,
+            namespace_labels=ns_labels,
+            current_ips=current,
+        )
+
+    def _after_decision(self, decision: Decision) -> None:
+        if decision.pool:
+            self._refresh_pool(decision.pool)
+        if decision.released:
+            self._retry(self.allocator.pending())
+
+    def _release(self, key: ServiceKey) -> None:
+        pool = self.allocator.pool_of(key)
+        held = self.allocator.assignment(key)
+        retry = self.allocator.release(key)
+        self._uids.pop(key, None)
+        if held or retry:
+            log.info("released", extra={"service": str(key), "ips": ",".join(held)})
+        self._retry(retry)
+        if pool:
+            self._refresh_pool(pool)
+
+    def _retry(self, keys: Iterable[ServiceKey]) -> None:
+        for key in keys:
+            self._enqueue_service(str(key))
+
+    async def _disown(self, key: ServiceKey, obj: dict[str, Any]) -> Outcome:
+        """A Service that stopped being ours: release, and remove only what we wrote."""
+        held = set(self.allocator.assignment(key))
+        self._release(key)
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        if not held and not any(c.get("type") == CONDITION_TYPE for c in conditions):
+            return Outcome("ignored", wrote=False)
+        ingress = [e for e in current_ingress(obj) if e.get("ip") not in held]
+        span = trace.get_current_span()
+        wrote = await self._write(obj, ingress, None, span)
+        if wrote and held:
+            self._recorder.record(
+                obj,
+                "Normal",
+                "IPReleased",
+                f"released {', '.join(sorted(held))}: the Service is no longer handled by stablelb",
+            )
+        return Outcome("released", wrote)
+
+    @staticmethod
+    def _condition(decision: Decision) -> ConditionSpec:
+        # PreferDualStack holding one family while waiting for the other still counts as allocated.
+        return ConditionSpec("True" if decision.ips else "False", decision.reason.value, decision.message)
+
+    def _record_decision_events(
+        self, obj: dict[str, Any], decision: Decision, before: tuple[str, ...]
+    ) -> None:
+        new = [ip for ip in decision.ips if ip not in before]
+        if decision.released:
+            self._recorder.record(obj, "Normal", "IPReleased", f"released {', '.join(decision.released)}")
+        if decision.reason is Reason.DUPLICATE_IP:
+            self._recorder.record(obj, "Warning", "DuplicateIPResolved", decision.message)
+        elif decision.reason is Reason.IP_OUTSIDE_POOL:
+            self._recorder.record(obj, "Warning", "IPOutsidePool", decision.message)
+        if new:
+            pool = f" from pool {decision.pool}" if decision.pool else ""
+            self._recorder.record(obj, "Normal", "IPAllocated", f"assigned {', '.join(new)}{pool}")
+        if decision.pending:
+            self._recorder.record(obj, "Warning", _pending_event_reason(decision.reason), decision.message)
+
+    async def _write(
+        self, obj: dict[str, Any], ingress: list[dict[str, Any]], cond: ConditionSpec | None, span: Span
+    ) -> bool:
+        patch = status_patch(obj, ingress, cond, now_rfc3339())
+        if patch is None:
+            return False
+        self._gate.check()
+        meta = obj["metadata"]
+        with self._tracer.start_as_current_span("status write") as write_span:
+            try:
+                await self._client.request(
+                    "PATCH",
+                    SERVICES.path(meta["namespace"], meta["name"], "status"),
+                    query={"fieldManager": FIELD_MANAGER},
+                    body=patch,
+                    content_type=MERGE_PATCH,
+                )
+            except ApiError as exc:
+                write_span.set_status(Status(StatusCode.ERROR, f"{exc.status} {exc.reason}"))
+                if exc.status == 409:
+                    raise Requeue(f"{meta['namespace']}/{meta['name']} changed under us (409)") from exc
+                if exc.status == 404:
+                    return False
+                raise
+        span.set_attribute("stablelb.wrote", True)
+        return True
