@@ -34,6 +34,9 @@ FIELD_MANAGER = "stablelb-controller"
 MERGE_PATCH = "application/merge-patch+json"
 
 
+STICKY_REASONS = frozenset({Reason.DUPLICATE_IP.value})
+
+
 class Requeue(Exception):
     """The reconcile should run again later (rate limited), e.g. after a 409 Conflict."""
 
@@ -164,7 +167,7 @@ class ServiceReconciler:
 
         before = status_ips(obj)
         ingress = desired_ingress(current_ingress(obj), decision.ips)
-        wrote = await self._write(obj, ingress, self._condition(decision), span)
+        wrote = await self._write(obj, ingress, self._condition(decision, obj), span)
         if wrote:
             self._record_decision_events(obj, decision, before)
         self._metrics.allocation(decision.reason.value)
@@ -228,9 +231,24 @@ class ServiceReconciler:
         return Outcome("released", wrote)
 
     @staticmethod
-    def _condition(decision: Decision) -> ConditionSpec:
+    def _condition(decision: Decision, obj: dict[str, Any]) -> ConditionSpec:
         # PreferDualStack holding one family while waiting for the other still counts as allocated.
-        return ConditionSpec("True" if decision.ips else "False", decision.reason.value, decision.message)
+        cond = ConditionSpec("True" if decision.ips else "False", decision.reason.value, decision.message)
+        previous = next(
+            (c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == CONDITION_TYPE),
+            None,
+        )
+        if (
+            previous is not None
+            and decision.reason is Reason.ALLOCATED
+            and previous.get("reason") in STICKY_REASONS
+            and previous.get("status") == "True"
+            and set(status_ips(obj)) == set(decision.ips)
+        ):
+            # The reason an IP was moved stays visible until something else happens to the Service;
+            # replacing it with "Allocated" on the next pass would also be a write for nothing.
+            return ConditionSpec("True", str(previous["reason"]), str(previous.get("message", "")))
+        return cond
 
     def _record_decision_events(
         self, obj: dict[str, Any], decision: Decision, before: tuple[str, ...]
@@ -273,4 +291,12 @@ class ServiceReconciler:
                     return False
                 raise
         span.set_attribute("stablelb.wrote", True)
+        log.info(
+            "status written",
+            extra={
+                "service": f"{meta['namespace']}/{meta['name']}",
+                "ips": ",".join(e["ip"] for e in ingress if "ip" in e),
+                "reason": cond.reason if cond else None,
+            },
+        )
         return True
