@@ -33,3 +33,26 @@ lint: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# A local control plane for people (etcd + kube-apiserver as processes, CRD and RBAC applied); prints
+# `export KUBECONFIG=...`. State lives in .stablelb/ (git-ignored). See docs/local-control-plane.md.
+cluster-up: venv binaries
+	@$(PY) -m e2e.harness up
+
+cluster-down: venv
+	@$(PY) -m e2e.harness down
+
+# The e2e suite against a local control plane started by the pytest session (what CI runs here).
+e2e-local: venv binaries
+	$(PY) -m pytest tests/cluster e2e $(PYTEST_ARGS)
+
+# The same suite against a kind cluster running the real image (needs docker, kind, kubectl).
+e2e: venv
+	PYTHON=$(abspath $(PY)) PYTEST_ARGS="$(PYTEST_ARGS)" bash e2e/kind/run.sh
+
+# The whole story on a fresh machine: control plane, Jaeger, two controllers, a before/after table.
+demo: venv binaries
+	@$(PY) -m e2e.demo up
+
+demo-down: venv
+	@$(PY) -m e2e.demo down

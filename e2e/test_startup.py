@@ -43,7 +43,6 @@ async def test_reconcile_traces_reach_jaeger_and_metrics_are_served(
     scenario: Scenario, wait_for: Any, tmp_path: Any
 ) -> None:
     s = scenario
-    (tmp_path / "jaeger").mkdir()
     jaeger = Jaeger.start(workdir=tmp_path / "jaeger")
     try:
         service_name = f"stablelb-{s.ns}"[:60]

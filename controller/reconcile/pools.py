@@ -84,6 +84,9 @@ def pool_status_body(
                 "assigned": str(counts.assigned),
                 "available": str(counts.available),
             }
+        # Both families summed, for the printer columns (a column reads one path).
+        body["assigned"] = str(status.ipv4.assigned + status.ipv6.assigned)
+        body["available"] = str(status.ipv4.available + status.ipv6.available)
     return body
 
 
