@@ -63,7 +63,9 @@ class Demo:
             "OTEL_BSP_SCHEDULE_DELAY": "500",
             "PYTHONUNBUFFERED": "1",
         }
-        proc = ManagedProcess(argv, STATE_DIR / f"{identity}.log", env=env, cwd=REPO_ROOT, die_with_parent=False)
+        proc = ManagedProcess(
+            argv, STATE_DIR / f"{identity}.log", env=env, cwd=REPO_ROOT, die_with_parent=False
+        )
         self.controllers.append((identity, proc))
         self.save()
 
@@ -72,22 +74,37 @@ class Demo:
         return str(lease.get("spec", {}).get("holderIdentity") or "")
 
     def save(self) -> None:
-        STATE_FILE.write_text(json.dumps({
-            "controllers": {ident: proc.pid for ident, proc in self.controllers if proc.alive()},
-            "jaeger": self.jaeger.pid,
-            "jaeger_ui": self.jaeger.query_url,
-        }, indent=2))
+        STATE_FILE.write_text(
+            json.dumps(
+                {
+                    "controllers": {ident: proc.pid for ident, proc in self.controllers if proc.alive()},
+                    "jaeger": self.jaeger.pid,
+                    "jaeger_ui": self.jaeger.query_url,
+                },
+                indent=2,
+            )
+        )
 
     # -- objects ----------------------------------------------------------------------------------
     def svc_path(self, name: str = "") -> str:
         return f"/api/v1/namespaces/{NS}/services" + (f"/{name}" if name else "")
 
     def create(self, name: str, **spec: Any) -> None:
-        self.api.post(self.svc_path(), {
-            "apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
-            "spec": {"type": "LoadBalancer", "ports": [{"port": 80}], "selector": {"app": name},
-                     "allocateLoadBalancerNodePorts": False, **spec},
-        })
+        self.api.post(
+            self.svc_path(),
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": name},
+                "spec": {
+                    "type": "LoadBalancer",
+                    "ports": [{"port": 80}],
+                    "selector": {"app": name},
+                    "allocateLoadBalancerNodePorts": False,
+                    **spec,
+                },
+            },
+        )
 
     def ips(self, name: str) -> str:
         try:
@@ -125,11 +142,18 @@ class Demo:
 
     # -- the story --------------------------------------------------------------------------------
     def play(self) -> int:
-        self.api.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-        self.api.post("/apis/stablelb.io/v1alpha1/ippools", {
-            "apiVersion": "stablelb.io/v1alpha1", "kind": "IPPool", "metadata": {"name": POOL},
-            "spec": {"addresses": ["192.168.10.10-192.168.10.30", "fd00:10::/124"]},
-        })
+        self.api.post(
+            "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}
+        )
+        self.api.post(
+            "/apis/stablelb.io/v1alpha1/ippools",
+            {
+                "apiVersion": "stablelb.io/v1alpha1",
+                "kind": "IPPool",
+                "metadata": {"name": POOL},
+                "spec": {"addresses": ["192.168.10.10-192.168.10.30", "fd00:10::/124"]},
+            },
+        )
         say("starting two controller replicas (leader election on)")
         self.start_controller()
         self.start_controller()
@@ -182,7 +206,10 @@ class Demo:
         print(f"failover: after-failover got its IP {took:.1f}s after the leader was killed (lease 6s)")
         print(f"traces: {self.jaeger.query_url}/search?service=stablelb-controller  (one per reconcile)")
         cluster = json.loads(CLUSTER_STATE.read_text())
-        print(f"explore: export KUBECONFIG={cluster['kubeconfig']}; kubectl get svc -n {NS}; kubectl get ippools")
+        print(
+            f"explore: export KUBECONFIG={cluster['kubeconfig']}; "
+            f"kubectl get svc -n {NS}; kubectl get ippools"
+        )
         print(f"controller logs: {STATE_DIR}/*.log     stop everything: make demo-down")
         return 0 if writes == 0 else 1
 
@@ -208,8 +235,12 @@ def down(*, quiet: bool = False) -> int:
         if pid and pid_alive(int(pid)):
             terminate_pid(int(pid), grace=10)
     STATE_FILE.unlink(missing_ok=True)
-    subprocess.run([sys.executable, "-m", "e2e.harness", "down"], check=False, cwd=REPO_ROOT,
-                   stdout=subprocess.DEVNULL if quiet else None)
+    subprocess.run(
+        [sys.executable, "-m", "e2e.harness", "down"],
+        check=False,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL if quiet else None,
+    )
     if not quiet:
         say("demo stopped")
     return 0
