@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build the pinned local control-plane binaries (kube-apiserver, etcd) and optionally Jaeger v2 from the
 # Go module proxy, caching them under ~/.cache/stablelb/bin/<component>-<version>/.
-# Usage: build-binaries.sh [kube|etcd|jaeger|all]   (default: kube etcd)
+# $KUBEBUILDER_ASSETS (envtest's convention: one folder with kube-apiserver and etcd), when set and complete,
+# is used instead of building those two; e2e/harness/binaries.py looks in the same places in the same order.
+# Usage: build-binaries.sh [kube|etcd|jaeger|default|all]   (default: etcd kube)
 set -euo pipefail
 
 K8S_VERSION="${STABLELB_K8S_VERSION:-v1.36.3}"
@@ -9,13 +11,33 @@ ETCD_VERSION="${STABLELB_ETCD_VERSION:-v3.6.16}"
 JAEGER_VERSION="${STABLELB_JAEGER_VERSION:-v1.76.0}"
 CACHE="${STABLELB_CACHE:-$HOME/.cache/stablelb}"
 
-say() { printf '[stablelb build] %s\n' "$*" >&2; }
+START=$SECONDS
+say() { printf '[stablelb build %4ds] %s\n' "$((SECONDS - START))" "$*" >&2; }
 
-if ! command -v go >/dev/null 2>&1; then
-  say "Go is not installed. Install Go >= 1.24 (https://go.dev/doc/install, or 'apt-get install golang'),"
-  say "or point KUBEBUILDER_ASSETS at a folder holding envtest's kube-apiserver and etcd binaries."
-  exit 3
+# Go is only needed when something has to be built: cached binaries and KUBEBUILDER_ASSETS work without it.
+need_go() {
+  if ! command -v go >/dev/null 2>&1; then
+    say "Go is not installed. Install Go >= 1.24 (https://go.dev/doc/install, or 'apt-get install golang'),"
+    say "or point KUBEBUILDER_ASSETS at a folder holding envtest's kube-apiserver and etcd binaries"
+    say "(e.g. KUBEBUILDER_ASSETS=\$(setup-envtest use -p path 1.36.x))."
+    exit 3
+  fi
+}
+
+# True when $KUBEBUILDER_ASSETS names a folder with an executable $1.
+from_assets() {
+  [[ -n "${KUBEBUILDER_ASSETS:-}" && -x "$KUBEBUILDER_ASSETS/$1" ]]
+}
+
+if [[ -n "${KUBEBUILDER_ASSETS:-}" ]]; then
+  if from_assets kube-apiserver && from_assets etcd; then
+    say "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS holds kube-apiserver and etcd: using those, not building them"
+  else
+    say "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS lacks kube-apiserver or etcd: using the cache/build instead"
+  fi
 fi
+
+assets_complete() { from_assets kube-apiserver && from_assets etcd; }
 
 work_module() {
   local dir
@@ -25,14 +47,17 @@ work_module() {
 
 build_kube() {
   local out="$CACHE/bin/k8s-$K8S_VERSION"
+  if assets_complete; then return; fi
   if [[ -x "$out/kube-apiserver" ]]; then say "kube-apiserver $K8S_VERSION cached in $out"; return; fi
+  need_go
   local dir minor
   dir=$(work_module)
   minor=$(echo "$K8S_VERSION" | cut -d. -f2)
   say "kube-apiserver $K8S_VERSION: resolving k8s.io/kubernetes module (step 1/3)"
   (cd "$dir" && go mod init kasbuild >/dev/null 2>&1)
   local gomod
-  gomod=$(cd "$dir" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  gomod=$(cd "$dir" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p') || gomod=""
+  [[ -n "$gomod" && -f "$gomod" ]] || { say "could not download k8s.io/kubernetes@$K8S_VERSION (network? GOPROXY?)"; exit 1; }
   {
     echo "module kasbuild"
     echo "go 1.24"
@@ -55,13 +80,16 @@ build_kube() {
 
 build_etcd() {
   local out="$CACHE/bin/etcd-$ETCD_VERSION"
+  if assets_complete; then return; fi
   if [[ -x "$out/etcd" ]]; then say "etcd $ETCD_VERSION cached in $out"; return; fi
+  need_go
   local dir
   dir=$(work_module)
   say "etcd $ETCD_VERSION: resolving and building (~1 min)"
   (cd "$dir" && go mod init etcdbuild >/dev/null 2>&1 \
      && printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' >tools.go \
-     && go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null 2>&1 && go mod tidy >/dev/null 2>&1)
+     && go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null 2>&1 && go mod tidy >/dev/null 2>&1) \
+    || { say "resolving etcd failed (network? GOPROXY?); rerun by hand to see why: cd $dir && go mod tidy"; exit 1; }
   mkdir -p "$out.tmp"
   (cd "$dir" && go build -ldflags "-s -w" -o "$out.tmp/etcd" go.etcd.io/etcd/server/v3)
   rm -rf "$out" && mv "$out.tmp" "$out"
@@ -72,11 +100,13 @@ build_etcd() {
 build_jaeger() {
   local out="$CACHE/bin/jaeger-$JAEGER_VERSION"
   if [[ -x "$out/jaeger" ]]; then say "jaeger $JAEGER_VERSION cached in $out"; return; fi
+  need_go
   local dir
   dir=$(work_module)
   say "jaeger $JAEGER_VERSION: resolving and building (~8 min cold on 2 cores)"
   (cd "$dir" && go mod init jaegerbuild >/dev/null 2>&1 \
-     && go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION" >/dev/null 2>&1)
+     && go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION" >/dev/null 2>&1) \
+    || { say "resolving jaeger failed (network? GOPROXY?); rerun by hand: cd $dir && go get -tool github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION"; exit 1; }
   mkdir -p "$out.tmp"
   (cd "$dir" && go build -ldflags "-s -w" -o "$out.tmp/jaeger" github.com/jaegertracing/jaeger/cmd/jaeger)
   rm -rf "$out" && mv "$out.tmp" "$out"

@@ -1,0 +1,4 @@
+"""Kubernetes plumbing ported from client-go's semantics to asyncio.
+
+Nothing here knows about IP management: the package must never import ``controller.ipam``.
+"""

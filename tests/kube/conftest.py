@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from controller.kube.backoff import Backoff
+from controller.kube.client import KubeClient
+
+from .fakeapi import FakeApiServer
+
+
+@pytest.fixture
+async def fake_api() -> AsyncIterator[FakeApiServer]:
+    server = FakeApiServer()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def fake_client(fake_api: FakeApiServer) -> AsyncIterator[KubeClient]:
+    client = KubeClient.for_host(fake_api.url)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+def fast_backoff() -> Backoff:
+    return Backoff(initial=0.01, cap=0.05)

@@ -1,0 +1,109 @@
+"""Event recorder: dedup into count bumps, per-object rate limit, never blocking the caller."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from controller.kube.client import KubeClient
+from controller.kube.clock import FakeClock
+from controller.kube.events import EventRecorder
+from controller.kube.resources import EVENTS, SERVICES
+from e2e.harness.cluster import LocalCluster
+from e2e.harness.waiting import wait_for
+
+
+class NeverAnswers:
+    """A client whose requests hang: the recorder's queue fills and record() must still return."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def request(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.calls += 1
+        await asyncio.Event().wait()
+        return {}
+
+
+async def test_record_never_blocks_and_drops_when_the_queue_is_full() -> None:
+    client = NeverAnswers()
+    rec = EventRecorder(client, queue_size=5, clock=FakeClock())  # type: ignore[arg-type]
+    runner = asyncio.create_task(rec.run())
+    obj = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "n", "uid": "u"}}
+    rec.record(obj, "Normal", "IPAllocated", "first")
+    await asyncio.sleep(0.05)
+    assert client.calls == 1  # the first one is stuck in flight
+    for i in range(49):
+        rec.record(obj, "Normal", "IPAllocated", f"message {i}")  # returns at once every time
+    assert rec.dropped == 49 - 5
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
+
+
+class Recording:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, dict[str, Any]]] = []
+
+    async def request(self, method: str, path: str, *, body: Any = None, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append((method, path, body))
+        return {}
+
+
+async def test_rate_limit_per_object() -> None:
+    client = Recording()
+    clock = FakeClock()
+    rec = EventRecorder(client, clock=clock, burst=3, refill_every=300.0)  # type: ignore[arg-type]
+    runner = asyncio.create_task(rec.run())
+    a = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a", "namespace": "n", "uid": "ua"}}
+    b = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "b", "namespace": "n", "uid": "ub"}}
+    for i in range(10):
+        rec.record(a, "Warning", "AllocationFailed", f"try {i}")
+    rec.record(b, "Normal", "IPAllocated", "ok")
+    await rec.close()
+    await asyncio.wait_for(runner, 10)
+    names = [body["involvedObject"]["name"] for _, _, body in client.calls]
+    assert names == ["a", "a", "a", "b"]
+
+
+@pytest.fixture
+async def admin(cluster: LocalCluster) -> AsyncIterator[KubeClient]:
+    client = await KubeClient.from_kubeconfig(str(cluster.kubeconfig))
+    yield client
+    await client.close()
+
+
+@pytest.mark.cluster
+async def test_repeats_become_count_bumps_on_the_involved_object(admin: KubeClient, namespace: str) -> None:
+    service = await admin.request("POST", SERVICES.path(namespace=namespace), body={
+        "metadata": {"name": "web"},
+        "spec": {"type": "ClusterIP", "ports": [{"port": 80}]},
+    })
+    service.setdefault("kind", "Service")
+    service.setdefault("apiVersion", "v1")
+    rec = EventRecorder(admin)
+    runner = asyncio.create_task(rec.run())
+    for _ in range(3):
+        rec.record(service, "Normal", "IPAllocated", "assigned 192.168.10.1")
+    rec.record(service, "Warning", "IPOutsidePool", "192.168.10.1 is outside every pool")
+    await rec.close()
+    await asyncio.wait_for(runner, 10)
+
+    async def events() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = (await admin.request("GET", EVENTS.path(namespace=namespace)))["items"]
+        return items
+
+    await wait_for(lambda: events(), timeout=10)
+    items = await events()
+    by_reason = {e["reason"]: e for e in items}
+    assert len(items) == 2, items
+    allocated = by_reason["IPAllocated"]
+    assert allocated["count"] == 3
+    assert allocated["type"] == "Normal"
+    assert allocated["involvedObject"]["uid"] == service["metadata"]["uid"]
+    assert allocated["involvedObject"]["kind"] == "Service"
+    assert allocated["source"]["component"] == "stablelb-controller"
+    assert by_reason["IPOutsidePool"]["type"] == "Warning"
+    assert by_reason["IPOutsidePool"]["count"] == 1
