@@ -31,7 +31,8 @@ from controller.reconcile.leadership import NotLeader, WriteGate
 from controller.reconcile.pool_input import read_pool
 from controller.reconcile.pools import PoolReconciler
 from controller.reconcile.service_input import is_ours, parse_timestamp
-from controller.reconcile.services import Requeue, ServicePolicy, ServiceReconciler
+from controller.reconcile.services import ServicePolicy, ServiceReconciler
+from controller.reconcile.writes import Requeue
 
 log = logging.getLogger(__name__)
 

@@ -11,14 +11,14 @@ from typing import Any
 from opentelemetry.trace import Link, Tracer
 
 from controller.ipam import Allocator, PoolSpec, PoolStatus
-from controller.kube.client import ApiError, KubeClient
+from controller.kube.client import KubeClient
 from controller.kube.events import EventRecorder
 from controller.kube.resources import IPPOOLS
 from controller.kube.store import Store
 from controller.metrics import Metrics
 from controller.reconcile.leadership import WriteGate
 from controller.reconcile.pool_input import read_pool
-from controller.reconcile.services import FIELD_MANAGER, MERGE_PATCH, Requeue, now_rfc3339
+from controller.reconcile.writes import now_rfc3339, patch_status
 
 log = logging.getLogger(__name__)
 
@@ -170,25 +170,10 @@ class PoolReconciler:
         desired = pool_status_body(obj, status, shape_error, now_rfc3339())
         if not _differs(current, desired):
             return False
-        self._gate.check()
-        with self._tracer.start_as_current_span("status write"):
-            try:
-                await self._client.request(
-                    "PATCH",
-                    IPPOOLS.path(name=name, subresource="status"),
-                    query={"fieldManager": FIELD_MANAGER},
-                    body={
-                        "metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]},
-                        "status": desired,
-                    },
-                    content_type=MERGE_PATCH,
-                )
-            except ApiError as exc:
-                if exc.status == 409:
-                    raise Requeue(f"IPPool {name} changed under us (409)") from exc
-                if exc.status == 404:
-                    return False
-                raise
+        body = {"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]}, "status": desired}
+        path = IPPOOLS.path(name=name, subresource="status")
+        if not await patch_status(self._client, self._tracer, self._gate, path, body, f"IPPool {name}"):
+            return False
         self._record_events(obj, current, desired)
         return True
 

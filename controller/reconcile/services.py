@@ -6,14 +6,13 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Link, Span, Status, StatusCode, Tracer
+from opentelemetry.trace import Link, Span, Tracer
 
 from controller.ipam import Allocator, Decision, Reason, ServiceKey
-from controller.kube.client import ApiError, KubeClient
+from controller.kube.client import KubeClient
 from controller.kube.events import EventRecorder
 from controller.kube.resources import SERVICES
 from controller.kube.store import Store
@@ -27,22 +26,11 @@ from controller.reconcile.service_input import (
     status_ips,
 )
 from controller.reconcile.status import ConditionSpec, current_ingress, desired_ingress, status_patch
+from controller.reconcile.writes import now_rfc3339, patch_status
 
 log = logging.getLogger(__name__)
 
-FIELD_MANAGER = "stablelb-controller"
-MERGE_PATCH = "application/merge-patch+json"
-
-
 STICKY_REASONS = frozenset({Reason.DUPLICATE_IP.value})
-
-
-class Requeue(Exception):
-    """The reconcile should run again later (rate limited), e.g. after a 409 Conflict."""
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _pending_event_reason(reason: Reason) -> str:
@@ -272,24 +260,11 @@ class ServiceReconciler:
         patch = status_patch(obj, ingress, cond, now_rfc3339())
         if patch is None:
             return False
-        self._gate.check()
         meta = obj["metadata"]
-        with self._tracer.start_as_current_span("status write") as write_span:
-            try:
-                await self._client.request(
-                    "PATCH",
-                    SERVICES.path(meta["namespace"], meta["name"], "status"),
-                    query={"fieldManager": FIELD_MANAGER},
-                    body=patch,
-                    content_type=MERGE_PATCH,
-                )
-            except ApiError as exc:
-                write_span.set_status(Status(StatusCode.ERROR, f"{exc.status} {exc.reason}"))
-                if exc.status == 409:
-                    raise Requeue(f"{meta['namespace']}/{meta['name']} changed under us (409)") from exc
-                if exc.status == 404:
-                    return False
-                raise
+        path = SERVICES.path(meta["namespace"], meta["name"], "status")
+        what = f"Service {meta['namespace']}/{meta['name']}"
+        if not await patch_status(self._client, self._tracer, self._gate, path, patch, what):
+            return False
         span.set_attribute("stablelb.wrote", True)
         log.info(
             "status written",
