@@ -55,6 +55,8 @@ async def test_reconcile_traces_reach_jaeger_and_metrics_are_served(
                 "OTEL_BSP_SCHEDULE_DELAY": "200",
             },
         )
+        s.create_service("warmup")  # once it has an IP the leader's workers run: "traced" comes by watch
+        await wait_for(lambda: s.ips("warmup"), timeout=T, describe=s.describe)
         s.create_service("traced")
         (ip,) = await wait_for(lambda: s.ips("traced"), timeout=T, describe=s.describe)
 
@@ -62,7 +64,11 @@ async def test_reconcile_traces_reach_jaeger_and_metrics_are_served(
             for trace in jaeger.traces(service_name):
                 for span in trace.get("spans", []):
                     tags = {t["key"]: t.get("value") for t in span.get("tags", [])}
-                    if span.get("operationName") == "reconcile Service" and tags.get("stablelb.ips") == ip:
+                    if (
+                        span.get("operationName") == "reconcile Service"
+                        and tags.get("stablelb.ips") == ip
+                        and tags.get("stablelb.wrote")
+                    ):
                         return {"span": span, "tags": tags, "trace": trace}
             return None
 

@@ -94,7 +94,11 @@ async def test_reconcile_spans_links_and_no_write_when_unchanged(
     def root() -> Any:
         for span in exporter.get_finished_spans():
             attrs = span.attributes or {}
-            if span.name == "reconcile Service" and attrs.get("stablelb.ips") == ip:
+            if (
+                span.name == "reconcile Service"
+                and attrs.get("stablelb.ips") == ip
+                and attrs.get("stablelb.wrote")
+            ):
                 return span
         return None
 
