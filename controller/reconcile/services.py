@@ -181,8 +181,8 @@ class ServiceReconciler:
     def _after_decision(self, decision: Decision) -> None:
         if decision.pool:
             self._refresh_pool(decision.pool)
-        if decision.released:
-            self._retry(self.allocator.pending())
+        # Only the pending Services the allocator names (those the freed addresses may serve).
+        self._retry(decision.retry)
 
     def _release(self, key: ServiceKey) -> None:
         pool = self.allocator.pool_of(key)
