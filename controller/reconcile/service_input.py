@@ -128,6 +128,10 @@ def read_service(
 
     requested: tuple[str, ...] = ()
     sources: list[tuple[str, tuple[str, ...]]] = []
+    for group in (ANN_IPS, ANN_POOL, ANN_SHARING):
+        current, legacy = group[1], group[2]
+        if legacy in annotations:
+            deprecations.append(f"annotation {legacy} is deprecated; use {group[0]} (or {current})")
     candidates = [(f"annotation {name}", annotations[name]) for name in ANN_IPS if name in annotations]
     spec_ip = spec.get("loadBalancerIP")
     if spec_ip:

@@ -80,6 +80,8 @@ class ServiceReconciler:
         self._enqueue_service = enqueue_service
         self._refresh_pool = refresh_pool
         self._uids: dict[ServiceKey, str] = {}
+        # (uid, generation) whose deprecations were already reported: an Event per spec change, not per pass.
+        self._warned: dict[ServiceKey, tuple[str, int]] = {}
 
     # -- entry point ------------------------------------------------------------------------------
     async def reconcile(
@@ -134,8 +136,11 @@ class ServiceReconciler:
         self._uids[key] = uid
 
         inp = self._read(obj, use_allocator=True)
-        for message in inp.deprecations:
-            self._recorder.record(obj, "Warning", "DeprecatedField", message)
+        seen = (uid, int(obj["metadata"].get("generation") or 0))
+        if inp.deprecations and self._warned.get(key) != seen:
+            self._warned[key] = seen
+            for message in inp.deprecations:
+                self._recorder.record(obj, "Warning", "DeprecatedField", message)
         if inp.problem is not None:
             held = self.allocator.assignment(key)
             cond = ConditionSpec("True" if held else "False", inp.problem.reason, inp.problem.message)
@@ -189,6 +194,7 @@ class ServiceReconciler:
         held = self.allocator.assignment(key)
         retry = self.allocator.release(key)
         self._uids.pop(key, None)
+        self._warned.pop(key, None)
         if held or retry:
             log.info("released", extra={"service": str(key), "ips": ",".join(held)})
         self._retry(retry)

@@ -153,3 +153,13 @@ def test_is_ours() -> None:
 def test_status_ips_ignores_hostnames_and_garbage() -> None:
     obj = svc(status={"loadBalancer": {"ingress": [{"hostname": "x"}, {"ip": "bad"}, {"ip": "fd00::1"}]}})
     assert status_ips(obj) == ("fd00::1",)
+
+
+def test_legacy_metallb_annotations_work_and_are_flagged() -> None:
+    inp = read_service(svc({"metallb.universe.tf/address-pool": "gold"}), reassign_orphans=False)
+    assert inp.problem is None and inp.request.requested_pool == "gold"
+    assert inp.deprecations == (
+        "annotation metallb.universe.tf/address-pool is deprecated; "
+        "use stablelb.io/pool (or metallb.io/address-pool)",
+    )
+    assert read_service(svc({"metallb.io/address-pool": "gold"}), reassign_orphans=False).deprecations == ()
