@@ -1,0 +1,743 @@
+"""The allocator: which Service holds which IPs, with stability first.
+
+Everything here is re-derivable from the Services' status plus the pools (``adopt``), so the allocator keeps
+no state of its own that matters across restarts except the reuse history, which only affects order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from .addresses import AddressError, int_to_ip, parse_ip
+from .model import (
+    PREFER_DUAL_STACK,
+    REQUIRE_DUAL_STACK,
+    AdoptResult,
+    Decision,
+    PoolsChange,
+    PoolSpec,
+    PoolStatus,
+    Reason,
+    ServiceKey,
+    ServiceRequest,
+)
+from .pools import Pool, choose_pools, find_conflicts
+from .sharing import SharingTerms, compatible, incompatibility
+
+log = logging.getLogger(__name__)
+
+Addr = tuple[str, int]  # (family, address as int)
+
+_ANY_POOL = "*"
+
+
+@dataclass
+class _Assignment:
+    uid: str
+    created: float
+    ips: dict[str, int]
+    terms: SharingTerms
+    requested_pool: str | None
+
+
+@dataclass(frozen=True)
+class _Recent:
+    uid: str
+    released_at: float
+    ips: tuple[Addr, ...]
+
+
+@dataclass
+class _Outcome:
+    """What one ensure call found, before it is committed."""
+
+    reason: Reason | None = None
+    message: str = ""
+    pending: bool = False
+
+
+class Allocator:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, reclaim_window: float = 600.0) -> None:
+        self._clock = clock
+        self._reclaim_window = reclaim_window
+        self._pools: dict[str, Pool] = {}
+        self._owners: dict[ServiceKey, _Assignment] = {}
+        self._holders: dict[Addr, list[ServiceKey]] = {}
+        self._by_sharing_key: dict[str, set[ServiceKey]] = {}
+        self._pending: dict[ServiceKey, ServiceRequest] = {}
+        self._pending_tags: dict[ServiceKey, frozenset[str]] = {}
+        self._pending_index: dict[str, set[ServiceKey]] = {}
+        self._orphans: set[ServiceKey] = set()
+        self._recent: OrderedDict[ServiceKey, _Recent] = OrderedDict()
+
+    # ------------------------------------------------------------------------------------------- pools
+    def set_pools(self, pools: Iterable[PoolSpec]) -> PoolsChange:
+        old = self._pools
+        new: dict[str, Pool] = {}
+        for spec in pools:
+            new[spec.name] = Pool(spec)
+        for pool in new.values():
+            previous = old.get(pool.name)
+            if (
+                previous is not None
+                and previous.invalid is None
+                and pool.invalid is None
+                and pool.same_addresses(previous)
+            ):
+                pool.free = previous.free  # same addresses: keep the free space and its reuse history
+            else:
+                self._mark_held(pool)
+                if previous is not None:
+                    for family, free in previous.free.items():
+                        pool.free[family].restore_release_order(free.released_order())
+        conflicts = find_conflicts(new.values())
+        for pool in new.values():
+            pool.conflict_with = conflicts.get(pool.name)
+        changed = [
+            p
+            for p in new.values()
+            if p.name not in old
+            or old[p.name].spec != p.spec
+            or old[p.name].conflict_with != p.conflict_with
+            or old[p.name].invalid != p.invalid
+        ]
+        self._pools = new
+
+        was_orphaned = set(self._orphans)
+        self._orphans = {key for key, a in self._owners.items() if self._orphan_families(a)}
+        retry = {key for key in was_orphaned - self._orphans if key in self._owners}
+        for key, request in self._pending.items():
+            if any(p.allocatable and self._may_serve(p, request) for p in changed):
+                retry.add(key)
+        invalid = {p.name: p.invalid for p in new.values() if p.invalid is not None}
+        return PoolsChange(
+            orphaned=frozenset(self._orphans - was_orphaned),
+            retry=frozenset(retry),
+            invalid=invalid,
+            conflicts=conflicts,
+        )
+
+    def _mark_held(self, pool: Pool) -> None:
+        for (family, value), holders in self._holders.items():
+            if holders and pool.contains(family, value):
+                pool.free[family].allocate(value)
+
+    def _may_serve(self, pool: Pool, request: ServiceRequest) -> bool:
+        if request.requested_ips:
+            for text in request.requested_ips:
+                try:
+                    family, value = parse_ip(text)
+                except AddressError:
+                    continue
+                if pool.contains(family, value):
+                    return True
+            return False
+        if request.requested_pool is not None:
+            return request.requested_pool == pool.name
+        held = self._owners.get(request.key)
+        if held is not None and any(pool.contains(f, v) for f, v in held.ips.items()):
+            return True
+        return pool.spec.auto_assign and pool.allows(request)
+
+    def pool_status(self, name: str) -> PoolStatus | None:
+        pool = self._pools.get(name)
+        return pool.status() if pool is not None else None
+
+    def pool_statuses(self) -> list[PoolStatus]:
+        return [self._pools[name].status() for name in sorted(self._pools)]
+
+    # ------------------------------------------------------------------------------------------- queries
+    def assignment(self, key: ServiceKey) -> tuple[str, ...]:
+        """The IPs held, IPv4 first."""
+        held = self._owners.get(key)
+        if held is None:
+            return ()
+        return tuple(int_to_ip(f, v) for f, v in sorted(held.ips.items()))
+
+    def pool_of(self, key: ServiceKey) -> str | None:
+        held = self._owners.get(key)
+        if held is None:
+            return None
+        requested = self._pools.get(held.requested_pool) if held.requested_pool is not None else None
+        for family, value in sorted(held.ips.items()):
+            if requested is not None and requested.contains(family, value):
+                return requested.name
+            pool = self._home_pool(family, value)
+            if pool is not None:
+                return pool.name
+        return None
+
+    def holders(self, ip: str) -> tuple[ServiceKey, ...]:
+        try:
+            addr = parse_ip(ip)
+        except AddressError:
+            return ()
+        return tuple(self._holders.get(addr, ()))
+
+    def pending(self) -> frozenset[ServiceKey]:
+        return frozenset(self._pending)
+
+    def orphaned(self) -> frozenset[ServiceKey]:
+        return frozenset(self._orphans)
+
+    def pending_for(self, ips: Iterable[str]) -> frozenset[ServiceKey]:
+        """Pending requests that may fit now that these IPs were freed (e.g. ``Decision.released``)."""
+        keys: set[ServiceKey] = set()
+        for ip in ips:
+            try:
+                family, value = parse_ip(ip)
+            except AddressError:
+                continue
+            keys |= self._pending_index.get(_ip_tag(family, value), set())
+            for pool in self._pools.values():
+                if pool.contains(family, value):
+                    keys |= self._pending_index.get(pool.name, set())
+        return frozenset(keys)
+
+    # ------------------------------------------------------------------------------------------- adopt
+    def adopt(self, requests: Iterable[ServiceRequest]) -> AdoptResult:
+        """Register the IPs Services already hold, oldest claim first; never allocates.
+
+        An IP claimed by two Services that may not share it stays with the older claim (created, uid);
+        the newer one is reported as a duplicate and gets a new IP at its next ensure.
+        """
+        adopted: set[ServiceKey] = set()
+        duplicates: dict[ServiceKey, ServiceKey] = {}
+        invalid: dict[ServiceKey, str] = {}
+        for request in sorted(requests, key=lambda r: (r.created, r.uid)):
+            if not request.current_ips:
+                continue
+            if request.key in self._owners:
+                self._drop(request.key, remember=False)
+            terms = SharingTerms.of(request)
+            ips: dict[str, int] = {}
+            for text in request.current_ips:
+                try:
+                    family, value = parse_ip(text)
+                except AddressError as exc:
+                    invalid[request.key] = f"status IP {text!r}: {exc}"
+                    continue
+                if family in ips:
+                    kept_ip = int_to_ip(family, ips[family])
+                    invalid[request.key] = f"status holds two {family} addresses; kept {kept_ip}"
+                    continue
+                holders = self._holders.get((family, value), [])
+                blocker = next((h for h in holders if not compatible(self._owners[h].terms, terms)), None)
+                if blocker is not None:
+                    log.debug("adopt: %s also claims %s, held by older %s", request.key, text, blocker)
+                    duplicates[request.key] = blocker
+                    continue
+                ips[family] = value
+            if not ips:
+                continue
+            assignment = _Assignment(request.uid, request.created, {}, terms, request.requested_pool)
+            self._owners[request.key] = assignment
+            self._index_sharing(request.key, terms)
+            for family, value in ips.items():
+                self._hold(request.key, family, value)
+                assignment.ips[family] = value
+            if self._orphan_families(assignment):
+                self._orphans.add(request.key)
+            adopted.add(request.key)
+        return AdoptResult(adopted=frozenset(adopted), duplicates=duplicates, invalid=invalid)
+
+    # ------------------------------------------------------------------------------------------- release
+    def release(self, key: ServiceKey) -> frozenset[ServiceKey]:
+        """Forget a deleted Service; returns the pending Services that may fit in what it freed."""
+        self._clear_pending(key)
+        freed = self._drop(key, remember=True)
+        woken = self.pending_for(int_to_ip(f, v) for f, v in freed)
+        return woken - {key}
+
+    def _drop(self, key: ServiceKey, *, remember: bool) -> list[Addr]:
+        assignment = self._owners.pop(key, None)
+        self._orphans.discard(key)
+        if assignment is None:
+            return []
+        self._unindex_sharing(key, assignment.terms)
+        released = list(assignment.ips.items())
+        for family, value in released:
+            self._unhold(key, family, value)
+        if remember and released:
+            now = self._clock()
+            self._prune_recent(now)
+            self._recent[key] = _Recent(assignment.uid, now, tuple(released))
+            self._recent.move_to_end(key)
+        return released
+
+    def _prune_recent(self, now: float) -> None:
+        # entries are kept in release order, so the expired ones are at the front
+        while self._recent:
+            key, oldest = next(iter(self._recent.items()))
+            if now - oldest.released_at <= self._reclaim_window:
+                break
+            del self._recent[key]
+
+    # ------------------------------------------------------------------------------------------- ensure
+    def ensure(self, request: ServiceRequest) -> Decision:
+        key = request.key
+        existing = self._owners.get(key)
+        if existing is not None and existing.uid != request.uid:
+            # Deleted and re-created without a release in between: the old object's IPs are free to reclaim.
+            self._drop(key, remember=True)
+            existing = None
+        held_before = dict(existing.ips) if existing is not None else {}
+        terms = SharingTerms.of(request)
+        wanted = _wanted_families(request)
+        requested, problem = _parse_requested(request, wanted)
+        outcome = _Outcome()
+        tags: set[str] = set()
+
+        kept, orphan_families, lost_to = self._keep(request, terms, wanted, requested, existing)
+        missing = [f for f in wanted if f not in kept]
+        added: dict[str, int] = {}
+        if problem is not None:
+            outcome = _Outcome(Reason.CONFLICTING_REQUESTS, problem, True)
+        elif missing and requested:
+            added, outcome = self._claim_requested(request, terms, missing, requested, kept, tags)
+        elif missing and orphan_families:
+            pass  # a retained orphan blocks additions; the orphan policy decides
+        elif missing and kept:
+            added, outcome = self._complete(request, terms, missing, kept, tags)
+        elif missing:
+            added, outcome = self._allocate_fresh(request, terms, wanted, tags)
+
+        final = {**kept, **added}
+        if outcome.reason is None:
+            target = [f for f in wanted if not requested or f in requested]
+            if all(f in final for f in target) or orphan_families:
+                if orphan_families:
+                    notes = sorted({self._describe_orphan(request, f, final[f]) for f in orphan_families})
+                    outcome = _Outcome(Reason.IP_OUTSIDE_POOL, ", ".join(notes), False)
+                elif lost_to is not None:
+                    outcome = _Outcome(
+                        Reason.DUPLICATE_IP,
+                        f"the IP was also claimed by older Service {lost_to}; moved to a new IP",
+                        False,
+                    )
+                else:
+                    outcome = _Outcome(Reason.ALLOCATED, "", False)
+            else:
+                outcome = _Outcome(Reason.FAMILY_UNAVAILABLE, "no family could be allocated", True)
+
+        terms_changed = existing is not None and existing.terms != terms
+        released = self._commit(request, terms, held_before, final)
+        retry = set(self.pending_for(int_to_ip(f, v) for f, v in released))
+        if terms_changed:
+            # new ports or key may make a shared IP acceptable to a Service waiting for it
+            for family, value in final.items():
+                retry |= self._pending_index.get(_ip_tag(family, value), set())
+        if request.sharing_key and final and (terms_changed or added):
+            retry |= {k for k, r in self._pending.items() if r.sharing_key == request.sharing_key}
+        ips = tuple(int_to_ip(f, final[f]) for f in wanted if f in final)
+        if outcome.reason == Reason.ALLOCATED and not outcome.message:
+            outcome.message = f"assigned {', '.join(ips)}" if ips else "nothing to assign"
+        if outcome.pending:
+            self._set_pending(request, tags or {_ANY_POOL})
+        else:
+            self._clear_pending(key)
+        current = {_canonical_or_raw(t) for t in request.current_ips}
+        assert outcome.reason is not None
+        return Decision(
+            ips=ips,
+            pool=self.pool_of(key),
+            reason=outcome.reason,
+            message=outcome.message,
+            pending=outcome.pending,
+            changed=set(ips) != current,
+            released=tuple(int_to_ip(f, v) for f, v in released),
+            retry=frozenset(retry - {key}),
+        )
+
+    def _keep(
+        self,
+        request: ServiceRequest,
+        terms: SharingTerms,
+        wanted: list[str],
+        requested: dict[str, int],
+        existing: _Assignment | None,
+    ) -> tuple[dict[str, int], set[str], ServiceKey | None]:
+        """The IPs the Service keeps (per family: what we hold, else its status IP), when still valid."""
+        # What we hold wins over the status: they differ only when our last status write did not land.
+        offered: dict[str, list[int]] = {}
+        if existing is not None:
+            for family, value in existing.ips.items():
+                offered.setdefault(family, []).append(value)
+        for text in request.current_ips:
+            try:
+                family, value = parse_ip(text)
+            except AddressError:
+                continue
+            offered.setdefault(family, []).append(value)
+        kept: dict[str, int] = {}
+        orphans: set[str] = set()
+        lost_to: ServiceKey | None = None
+        same_pool_request = existing is not None and existing.requested_pool == request.requested_pool
+        for family in wanted:
+            for value in dict.fromkeys(offered.get(family, [])):
+                if requested and requested.get(family) != value:
+                    continue  # its own requested IPs changed
+                holders = self._holders.get((family, value), [])
+                mine = request.key in holders
+                blocker = next(
+                    (h for h in holders if h != request.key and not compatible(self._owners[h].terms, terms)),
+                    None,
+                )
+                if blocker is not None:
+                    if not mine:
+                        lost_to = blocker  # someone older holds it: a duplicate claim
+                    continue
+                if self._orphan_ip(request.requested_pool, family, value):
+                    # Retained only when the pools moved away from it; a changed pool request moves it.
+                    if request.reassign_orphans or not (mine and same_pool_request):
+                        continue
+                    orphans.add(family)
+                kept[family] = value
+                break
+        return kept, orphans, lost_to
+
+    def _claim_requested(
+        self,
+        request: ServiceRequest,
+        terms: SharingTerms,
+        missing: list[str],
+        requested: dict[str, int],
+        kept: dict[str, int],
+        tags: set[str],
+    ) -> tuple[dict[str, int], _Outcome]:
+        claims: dict[str, int] = {}
+        failure = _Outcome()
+        for family in missing:
+            if family not in requested:
+                continue
+            value = requested[family]
+            ip = int_to_ip(family, value)
+            tags.add(_ip_tag(family, value))
+            pools = [p for p in self._pools.values() if p.contains(family, value)]
+            if request.requested_pool is not None:
+                pools = [p for p in pools if p.name == request.requested_pool]
+            usable = [p for p in pools if p.allocatable and p.allows(request)]
+            if not usable:
+                tags.update(p.name for p in pools)
+                if request.requested_pool is not None:
+                    why = f"requested IP {ip} is not in usable pool {request.requested_pool!r}"
+                elif pools:
+                    unusable = _unusable_why(pools[0], request)
+                    why = f"requested IP {ip} is in pool {pools[0].name!r}, which {unusable}"
+                else:
+                    why = f"requested IP {ip} is not in any pool"
+                failure = _Outcome(Reason.REQUESTED_IP_OUTSIDE_POOL, why, True)
+                tags.add(_ANY_POOL)
+                continue
+            holders = self._holders.get((family, value), [])
+            blocker = next((h for h in holders if h != request.key), None)
+            if blocker is not None:
+                why_not = incompatibility(self._owners[blocker].terms, terms)
+                if why_not is not None:
+                    why = f"requested IP {ip} is in use by {blocker} ({why_not})"
+                    failure = _Outcome(Reason.REQUESTED_IP_IN_USE, why, True)
+                    continue
+            claims[family] = value
+        if failure.reason is not None and request.family_policy == REQUIRE_DUAL_STACK:
+            claims = {}  # both or nothing
+        return claims, failure
+
+    def _complete(
+        self,
+        request: ServiceRequest,
+        terms: SharingTerms,
+        missing: list[str],
+        kept: dict[str, int],
+        tags: set[str],
+    ) -> tuple[dict[str, int], _Outcome]:
+        """Add the families a Service lacks from the pool of the IP it keeps, never touching that IP."""
+        if request.requested_pool is not None:
+            # _keep only kept IPs inside the requested pool (or retained orphans, which never get here)
+            home = self._pools.get(request.requested_pool)
+        else:
+            home = next((self._home_pool(f, v) for f, v in kept.items() if self._home_pool(f, v)), None)
+        if home is None:
+            return {}, _Outcome(Reason.FAMILY_UNAVAILABLE, "the kept IP is in no pool", True)
+        tags.add(home.name)
+        added: dict[str, int] = {}
+        for family in missing:
+            if not home.allocatable or not home.has_family(family):
+                continue
+            value = self._shared_ip(request, terms, home, family)
+            if value is None:
+                value = home.allocate(family)
+            if value is not None:
+                added[family] = value
+        lacking = [f for f in missing if f not in added]
+        return added, (_lack_why(home, lacking, request) if lacking else _Outcome())
+
+    def _allocate_fresh(
+        self, request: ServiceRequest, terms: SharingTerms, wanted: list[str], tags: set[str]
+    ) -> tuple[dict[str, int], _Outcome]:
+        candidates = choose_pools(self._pools, request)
+        if not candidates:
+            tags.add(request.requested_pool or _ANY_POOL)
+            return {}, _Outcome(Reason.NO_POOL, self._no_pool_why(request), True)
+        tags.update(p.name for p in candidates)
+        reclaim = self._reclaimable(request)
+
+        def plan(pool: Pool) -> dict[str, int | None]:
+            # family -> preferred address (a shared or reclaimed one) or None for "next free"
+            out: dict[str, int | None] = {}
+            for family in wanted:
+                shared = self._shared_ip(request, terms, pool, family)
+                if shared is not None:
+                    out[family] = shared
+                elif family in reclaim and pool.contains(family, reclaim[family]) and (
+                    reclaim[family] in pool.free[family]
+                ):
+                    out[family] = reclaim[family]
+                elif pool.free[family]:
+                    out[family] = None
+            return out
+
+        plans = [(pool, plan(pool)) for pool in candidates]
+        # A pool holding the sharing group's IP, then one holding the old IP of a re-created Service, first.
+        plans.sort(key=lambda item: (0 if any(v is not None for v in item[1].values()) else 1))
+        chosen: tuple[Pool, dict[str, int | None]] | None = None
+        complete = [item for item in plans if all(f in item[1] for f in wanted)]
+        if complete:
+            chosen = complete[0]
+        elif request.family_policy == PREFER_DUAL_STACK:
+            chosen = next((item for item in plans if item[1]), None)
+        if chosen is None:
+            return {}, self._exhausted_why(candidates, wanted, request)
+        pool, picks = chosen
+        added: dict[str, int] = {}
+        for family, preferred in picks.items():
+            if preferred is not None and self._holders.get((family, preferred)):
+                added[family] = preferred  # joining a sharing group
+                continue
+            value = pool.allocate(family, preferred)
+            if value is not None:
+                added[family] = value
+        lacking = [f for f in wanted if f not in added]
+        # worded as _complete words it, so the next reconcile reports the very same condition
+        return added, (_lack_why(pool, lacking, request) if lacking else _Outcome())
+
+    def _exhausted_why(
+        self, candidates: list[Pool], families: list[str], request: ServiceRequest
+    ) -> _Outcome:
+        names = ", ".join(repr(p.name) for p in candidates)
+        want = " and ".join(families)
+        if request.family_policy == REQUIRE_DUAL_STACK and len(families) > 1:
+            if not any(all(p.has_family(f) for f in families) for p in candidates):
+                why = f"no pool among {names} has both {want} addresses"
+                return _Outcome(Reason.FAMILY_UNAVAILABLE, why, True)
+        elif not any(p.has_family(f) for p in candidates for f in families):
+            return _Outcome(Reason.FAMILY_UNAVAILABLE, f"no pool among {names} has {want} addresses", True)
+        return _Outcome(Reason.POOL_EXHAUSTED, f"no free {want} address in pools {names}", True)
+
+    def _no_pool_why(self, request: ServiceRequest) -> str:
+        if request.requested_pool is not None:
+            pool = self._pools.get(request.requested_pool)
+            if pool is None:
+                return f"requested pool {request.requested_pool!r} does not exist"
+            return f"requested pool {pool.name!r} {_unusable_why(pool, request)}"
+        return "no pool with autoAssign serves this Service"
+
+    def _shared_ip(self, request: ServiceRequest, terms: SharingTerms, pool: Pool, family: str) -> int | None:
+        """The lowest IP of this family in pool held by Services this one may share with."""
+        if not request.sharing_key:
+            return None
+        best: int | None = None
+        for other in self._by_sharing_key.get(request.sharing_key, ()):
+            if other == request.key:
+                continue
+            value = self._owners[other].ips.get(family)
+            if value is None or not pool.contains(family, value) or (best is not None and value >= best):
+                continue
+            holders = self._holders.get((family, value), [])
+            if all(h == request.key or compatible(self._owners[h].terms, terms) for h in holders):
+                best = value
+        return best
+
+    def _reclaimable(self, request: ServiceRequest) -> dict[str, int]:
+        recent = self._recent.get(request.key)
+        if recent is None or recent.uid == request.uid:
+            return {}
+        if self._clock() - recent.released_at > self._reclaim_window:
+            return {}
+        return dict(recent.ips)
+
+    # ------------------------------------------------------------------------------------------- commit
+    def _commit(
+        self,
+        request: ServiceRequest,
+        terms: SharingTerms,
+        held_before: dict[str, int],
+        final: dict[str, int],
+    ) -> list[Addr]:
+        key = request.key
+        released: list[Addr] = []
+        for family, value in held_before.items():
+            if final.get(family) != value:
+                self._unhold(key, family, value)
+                released.append((family, value))
+        assignment = self._owners.get(key)
+        if assignment is not None:
+            self._unindex_sharing(key, assignment.terms)
+        if not final:
+            self._owners.pop(key, None)
+            self._orphans.discard(key)
+            return released
+        if assignment is None:
+            assignment = _Assignment(request.uid, request.created, {}, terms, request.requested_pool)
+            self._owners[key] = assignment
+        assignment.terms = terms
+        assignment.requested_pool = request.requested_pool
+        assignment.created = request.created
+        for family, value in final.items():
+            if held_before.get(family) != value:
+                self._hold(key, family, value)
+        assignment.ips = {f: final[f] for f in sorted(final)}
+        self._index_sharing(key, terms)
+        if self._orphan_families(assignment):
+            self._orphans.add(key)
+        else:
+            self._orphans.discard(key)
+        return released
+
+    def _hold(self, key: ServiceKey, family: str, value: int) -> None:
+        holders = self._holders.setdefault((family, value), [])
+        if key in holders:
+            return
+        if not holders:
+            for pool in self._pools.values():
+                if pool.contains(family, value):
+                    pool.free[family].allocate(value)
+        holders.append(key)
+
+    def _unhold(self, key: ServiceKey, family: str, value: int) -> None:
+        holders = self._holders.get((family, value))
+        if holders is None or key not in holders:
+            return
+        holders.remove(key)
+        if not holders:
+            del self._holders[(family, value)]
+            for pool in self._pools.values():
+                if pool.contains(family, value):
+                    pool.free[family].release(value)
+
+    def _index_sharing(self, key: ServiceKey, terms: SharingTerms) -> None:
+        if terms.sharing_key:
+            self._by_sharing_key.setdefault(terms.sharing_key, set()).add(key)
+
+    def _unindex_sharing(self, key: ServiceKey, terms: SharingTerms) -> None:
+        if terms.sharing_key:
+            group = self._by_sharing_key.get(terms.sharing_key)
+            if group is not None:
+                group.discard(key)
+                if not group:
+                    del self._by_sharing_key[terms.sharing_key]
+
+    # ------------------------------------------------------------------------------------------- pending
+    def _set_pending(self, request: ServiceRequest, tags: Iterable[str]) -> None:
+        self._clear_pending(request.key)
+        frozen = frozenset(tags)
+        self._pending[request.key] = request
+        self._pending_tags[request.key] = frozen
+        for tag in frozen:
+            self._pending_index.setdefault(tag, set()).add(request.key)
+
+    def _clear_pending(self, key: ServiceKey) -> None:
+        self._pending.pop(key, None)
+        for tag in self._pending_tags.pop(key, frozenset()):
+            keys = self._pending_index.get(tag)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._pending_index[tag]
+
+    # ------------------------------------------------------------------------------------------- orphans
+    def _home_pool(self, family: str, value: int) -> Pool | None:
+        """The pool an address belongs to: the oldest non-conflicting one containing it."""
+        containing = [p for p in self._pools.values() if p.contains(family, value)]
+        if not containing:
+            return None
+        return min(containing, key=lambda p: (p.conflict_with is not None, p.order_key))
+
+    def _orphan_ip(self, requested_pool: str | None, family: str, value: int) -> bool:
+        if requested_pool is not None:
+            pool = self._pools.get(requested_pool)
+            return pool is None or not pool.contains(family, value)
+        return self._home_pool(family, value) is None
+
+    def _orphan_families(self, assignment: _Assignment) -> set[str]:
+        return {f for f, v in assignment.ips.items() if self._orphan_ip(assignment.requested_pool, f, v)}
+
+    def _describe_orphan(self, request: ServiceRequest, family: str, value: int) -> str:
+        ip = int_to_ip(family, value)
+        if request.requested_pool is not None:
+            return f"{ip} is outside pool {request.requested_pool!r}; kept"
+        return f"{ip} is outside every pool; kept"
+
+
+def _wanted_families(request: ServiceRequest) -> list[str]:
+    families = list(dict.fromkeys(request.families))
+    if request.family_policy in (PREFER_DUAL_STACK, REQUIRE_DUAL_STACK):
+        return families
+    return families[:1]
+
+
+def _parse_requested(request: ServiceRequest, wanted: list[str]) -> tuple[dict[str, int], str | None]:
+    requested: dict[str, int] = {}
+    for text in request.requested_ips:
+        try:
+            family, value = parse_ip(text)
+        except AddressError as exc:
+            return {}, f"requested IP: {exc}"
+        if family in requested:
+            return {}, f"two {family} addresses requested ({int_to_ip(family, requested[family])} and {text})"
+        if family not in wanted:
+            families = ", ".join(wanted)
+            return {}, f"requested IP {text} is {family}, but the Service's IP families are {families}"
+        requested[family] = value
+    if requested and request.family_policy == REQUIRE_DUAL_STACK and set(requested) != set(wanted):
+        return {}, "RequireDualStack needs one requested IP per family"
+    return requested, None
+
+
+def _unusable_why(pool: Pool, request: ServiceRequest) -> str:
+    if pool.invalid is not None:
+        return f"is invalid ({pool.invalid})"
+    if pool.conflict_with is not None:
+        return f"overlaps older pool {pool.conflict_with!r}"
+    if pool.spec.disabled:
+        return "is disabled"
+    if not pool.allows(request):
+        return "does not serve this Service (serviceAllocation)"
+    return "cannot allocate"
+
+
+def _lack_why(pool: Pool, families: list[str], request: ServiceRequest) -> _Outcome:
+    """Why a Service that holds IPs of pool lacks these families."""
+    if not pool.allocatable:
+        return _Outcome(Reason.FAMILY_UNAVAILABLE, f"pool {pool.name!r} {_unusable_why(pool, request)}", True)
+    absent = [f for f in families if not pool.has_family(f)]
+    if absent:
+        why = f"pool {pool.name!r} has no {' and '.join(absent)} addresses"
+        return _Outcome(Reason.FAMILY_UNAVAILABLE, why, True)
+    why = f"pool {pool.name!r} has no free {' and '.join(families)} address"
+    return _Outcome(Reason.POOL_EXHAUSTED, why, True)
+
+
+def _ip_tag(family: str, value: int) -> str:
+    return f"ip:{family}:{value}"
+
+
+def _canonical_or_raw(text: str) -> str:
+    try:
+        family, value = parse_ip(text)
+    except AddressError:
+        return text
+    return int_to_ip(family, value)

@@ -1,0 +1,17 @@
+"""Hypothesis profile for the IPAM properties (applied explicitly, so other test folders keep their own).
+
+STABLELB_IPAM_EXAMPLES raises the example count for a longer local hunt; CI uses the default 500.
+"""
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+IPAM_PROFILE = "stablelb-ipam"
+
+settings.register_profile(
+    IPAM_PROFILE,
+    max_examples=int(os.environ.get("STABLELB_IPAM_EXAMPLES", "500")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
