@@ -26,12 +26,12 @@ from controller.kube.resources import IPPOOLS, NAMESPACES, SERVICES
 from controller.kube.store import object_key
 from controller.kube.workqueue import ShutDown, WorkQueue
 from controller.metrics import Metrics
-from controller.reconcile.event_links import EventLinks
 from controller.reconcile.leadership import NotLeader, WriteGate
 from controller.reconcile.pool_input import read_pool
 from controller.reconcile.pools import PoolReconciler
 from controller.reconcile.service_input import is_ours, parse_timestamp
 from controller.reconcile.services import ServicePolicy, ServiceReconciler
+from controller.reconcile.tracing import EventLinks
 from controller.reconcile.writes import Requeue
 
 log = logging.getLogger(__name__)

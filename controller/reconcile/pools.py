@@ -4,7 +4,6 @@ and writes each pool's status (counts and conditions) when it differs."""
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -18,7 +17,9 @@ from controller.kube.store import Store
 from controller.metrics import Metrics
 from controller.reconcile.leadership import WriteGate
 from controller.reconcile.pool_input import read_pool
+from controller.reconcile.tracing import reconcile_span
 from controller.reconcile.writes import now_rfc3339, patch_status
+from controller.telemetry import ATTR_POOL, ATTR_RESULT
 
 log = logging.getLogger(__name__)
 
@@ -135,17 +136,14 @@ class PoolReconciler:
     async def reconcile(
         self, name: str, *, links: Iterable[Link] = (), queue_wait_ms: float = 0.0, requeues: int = 0
     ) -> None:
-        started = time.perf_counter()
-        with self._tracer.start_as_current_span(
-            "reconcile IPPool",
-            links=list(links),
-            attributes={
-                "stablelb.pool": name,
-                "stablelb.queue_wait_ms": queue_wait_ms,
-                "stablelb.requeues": requeues,
-            },
-            record_exception=True,
-            set_status_on_exception=True,
+        with reconcile_span(
+            self._tracer,
+            self._metrics,
+            "IPPool",
+            links=links,
+            queue_wait_ms=queue_wait_ms,
+            requeues=requeues,
+            attributes={ATTR_POOL: name},
         ) as span:
             shape_errors = self.apply_pools()
             wrote = 0
@@ -157,8 +155,7 @@ class PoolReconciler:
             for gone in self._known - present:
                 self._metrics.remove_pool(gone)
             self._known = present
-            span.set_attribute("stablelb.result", f"wrote {wrote}")
-        self._metrics.observe_reconcile("IPPool", time.perf_counter() - started)
+            span.set_attribute(ATTR_RESULT, f"wrote {wrote}")
 
     async def _write_status(self, obj: dict[str, Any], shape_error: str | None) -> bool:
         name = obj["metadata"]["name"]

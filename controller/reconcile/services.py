@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,9 @@ from controller.reconcile.service_input import (
     status_ips,
 )
 from controller.reconcile.status import ConditionSpec, current_ingress, desired_ingress, status_patch
+from controller.reconcile.tracing import reconcile_span
 from controller.reconcile.writes import now_rfc3339, patch_status
+from controller.telemetry import ATTR_IPS, ATTR_K8S_NAMESPACE, ATTR_K8S_SERVICE, ATTR_POOL, ATTR_RESULT
 
 log = logging.getLogger(__name__)
 
@@ -88,22 +89,17 @@ class ServiceReconciler:
         self, key: str, *, links: Iterable[Link] = (), queue_wait_ms: float = 0.0, requeues: int = 0
     ) -> Outcome:
         namespace, _, name = key.partition("/")
-        started = time.perf_counter()
-        with self._tracer.start_as_current_span(
-            "reconcile Service",
-            links=list(links),
-            attributes={
-                "k8s.namespace.name": namespace,
-                "k8s.service.name": name,
-                "stablelb.queue_wait_ms": queue_wait_ms,
-                "stablelb.requeues": requeues,
-            },
-            record_exception=True,
-            set_status_on_exception=True,
+        with reconcile_span(
+            self._tracer,
+            self._metrics,
+            "Service",
+            links=links,
+            queue_wait_ms=queue_wait_ms,
+            requeues=requeues,
+            attributes={ATTR_K8S_NAMESPACE: namespace, ATTR_K8S_SERVICE: name},
         ) as span:
             outcome = await self._reconcile(ServiceKey(namespace, name), span)
-            span.set_attribute("stablelb.result", outcome.result)
-        self._metrics.observe_reconcile("Service", time.perf_counter() - started)
+            span.set_attribute(ATTR_RESULT, outcome.result)
         return outcome
 
     def adopt_all(self) -> dict[ServiceKey, ServiceKey]:
@@ -153,9 +149,9 @@ class ServiceReconciler:
         with self._tracer.start_as_current_span("allocate") as alloc_span:
             decision = self.allocator.ensure(inp.request)
             alloc_span.set_attribute("stablelb.reason", decision.reason.value)
-            alloc_span.set_attribute("stablelb.ips", ",".join(decision.ips))
-        span.set_attribute("stablelb.pool", decision.pool or "")
-        span.set_attribute("stablelb.ips", ",".join(decision.ips))
+            alloc_span.set_attribute(ATTR_IPS, ",".join(decision.ips))
+        span.set_attribute(ATTR_POOL, decision.pool or "")
+        span.set_attribute(ATTR_IPS, ",".join(decision.ips))
         self._after_decision(decision)
 
         before = status_ips(obj)

@@ -1,18 +1,23 @@
-"""What enqueued a key: span links to the watch events and the time the key first waited.
+"""Reconcile traces: the root span of each reconcile, and the links back to the watch events behind it.
 
-Handlers only enqueue keys; this remembers why, so a reconcile's root span can link back to the watch
-events that caused it and report how long the key waited in the queue.
+Handlers only enqueue keys; `EventLinks` remembers why, so a reconcile's root span can link back to the
+watch events that caused it and report how long the key waited in the queue.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from opentelemetry import trace
-from opentelemetry.trace import Link, Tracer
+from opentelemetry.trace import Link, Span, Tracer
+from opentelemetry.util.types import AttributeValue
+
+from controller.metrics import Metrics
+from controller.telemetry import ATTR_QUEUE_WAIT_MS, ATTR_REQUEUES
 
 MAX_LINKS_PER_KEY = 8
 
@@ -48,3 +53,29 @@ class EventLinks:
         if entry is None:
             return [], 0.0
         return list(entry.links), (self._clock() - entry.since) * 1000.0
+
+
+@contextmanager
+def reconcile_span(
+    tracer: Tracer,
+    metrics: Metrics,
+    kind: str,
+    *,
+    links: Iterable[Link],
+    queue_wait_ms: float,
+    requeues: int,
+    attributes: Mapping[str, AttributeValue],
+) -> Iterator[Span]:
+    """The root span `reconcile <kind>` (errors recorded) and the reconcile-duration metric."""
+    started = time.perf_counter()
+    try:
+        with tracer.start_as_current_span(
+            f"reconcile {kind}",
+            links=list(links),
+            attributes={ATTR_QUEUE_WAIT_MS: queue_wait_ms, ATTR_REQUEUES: requeues, **attributes},
+            record_exception=True,
+            set_status_on_exception=True,
+        ) as span:
+            yield span
+    finally:
+        metrics.observe_reconcile(kind, time.perf_counter() - started)
