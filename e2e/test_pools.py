@@ -97,3 +97,25 @@ async def test_overlapping_pool_is_in_conflict_until_fixed(scenario: Scenario, w
         describe=s.describe,
     )
     assert (s.pool_condition(newer, "Ready") or {}).get("status") == "True"
+
+
+async def test_namespace_label_change_serves_the_pending_services_there(
+    scenario: Scenario, wait_for: Any
+) -> None:
+    s = scenario
+    s.create_pool(
+        "prod",
+        ["192.168.32.0/24"],
+        serviceAllocation={"namespaceSelectors": [{"matchLabels": {"tier": s.ns[-6:]}}]},
+    )
+    s.start(1)
+    s.create_service("a")
+    await wait_for(lambda: s.reason("a") == "NoPool", timeout=T, describe=s.describe)
+    s.api.call(
+        "PATCH",
+        f"/api/v1/namespaces/{s.ns}",
+        {"metadata": {"labels": {"tier": s.ns[-6:]}}},
+        content_type="application/merge-patch+json",
+    )
+    await wait_for(lambda: s.ips("a"), timeout=T, describe=s.describe)
+    assert s.reason("a") == "Allocated"
