@@ -323,6 +323,7 @@ class Controller:
                 on_stopped_leading=self._on_stopped_leading,
                 on_new_leader=self._on_new_leader,
             )
+            self.gate.guard(elector.is_leader)
             lead_task = asyncio.create_task(elector.run(), name="leader-election")
         else:
             lead_task = asyncio.create_task(self._on_started_leading(), name="lead")

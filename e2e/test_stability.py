@@ -124,3 +124,28 @@ async def test_killing_the_leader_hands_over_without_changing_ips(scenario: Scen
     new_leader = s.leader_index()
     assert new_leader is not None and new_leader != int(leader)
     assert s.ips("a") == ip_a and s.rv("a") == rv_a
+
+
+async def test_frozen_leader_resumes_without_writing_and_exits(scenario: Scenario, wait_for: Any) -> None:
+    s = scenario
+    s.create_pool("p", ["192.168.13.0/24"])
+    s.start(2)
+    s.create_service("a")
+    await assigned(s, wait_for, "a")
+    leader = int(await wait_for(lambda: s.leader_index() is not None and str(s.leader_index()), timeout=T))
+    s.controllers.kill(leader, signal.SIGSTOP)
+    try:
+        await wait_for(lambda: s.leader_index() not in (None, leader), timeout=T, describe=s.describe)
+        s.create_service("b")
+        await assigned(s, wait_for, "b")
+        await settle(1.0)
+        before = {n: (s.ips(n), s.rv(n)) for n in ("a", "b")}
+        writes_before = s.controllers.logs(leader).count('"status written"')
+    finally:
+        s.controllers.kill(leader, signal.SIGCONT)
+    # It must notice it lost the lease, write nothing, and exit non-zero for a fresh start.
+    await wait_for(lambda: not s.controllers.alive(leader), timeout=T, describe=s.describe)
+    assert s.controllers.returncode(leader) not in (0, None)
+    assert s.controllers.logs(leader).count('"status written"') == writes_before
+    await settle(1.0)
+    assert {n: (s.ips(n), s.rv(n)) for n in ("a", "b")} == before
