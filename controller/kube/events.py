@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import logging
 import socket
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -114,7 +115,8 @@ class EventRecorder:
         component: str = "stablelb-controller",
         clock: Clock | None = None,
         instance: str | None = None,
-        queue_size: int = 1000,
+        queue_size: int = 4000,
+        senders: int = 4,
         burst: int = 25,
         refill_every: float = 300.0,
         cache_size: int = 4096,
@@ -124,7 +126,11 @@ class EventRecorder:
         self.component = component
         self.instance = instance or socket.gethostname()
         self._clock = clock or RealClock()
-        self._queue: asyncio.Queue[_Pending | object] = asyncio.Queue(maxsize=queue_size)
+        # Events of one object always go through the same sender, which keeps their order and the
+        # count-bump deduplication exact while several objects' Events are written concurrently.
+        self._queues: list[asyncio.Queue[_Pending | object]] = [
+            asyncio.Queue(maxsize=max(1, queue_size // senders)) for _ in range(max(1, senders))
+        ]
         self._burst = burst
         self._refill_every = refill_every
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
@@ -142,40 +148,47 @@ class EventRecorder:
             return
         item = _Pending(ObjectRef.of(obj), type_, reason, message[:MAX_MESSAGE], self._clock.wall())
         try:
-            self._queue.put_nowait(item)
+            self._queue_for(item.ref).put_nowait(item)
         except asyncio.QueueFull:
             self.dropped += 1
             log.warning("event queue full; dropped %s %s on %s/%s", type_, reason,
                         item.ref.namespace, item.ref.name)
 
+    def _queue_for(self, ref: ObjectRef) -> asyncio.Queue[_Pending | object]:
+        return self._queues[zlib.crc32(ref.identity.encode()) % len(self._queues)]
+
     async def run(self) -> None:
         self._running = True
         try:
-            while True:
-                item = await self._queue.get()
-                if item is _STOP or not isinstance(item, _Pending):
-                    return
-                try:
-                    await self._emit(item)
-                except (TimeoutError, aiohttp.ClientError, ConnectionError, ApiError) as exc:
-                    log.warning("writing event %s on %s/%s failed: %r", item.reason,
-                                item.ref.namespace, item.ref.name, exc)
+            await asyncio.gather(*(self._send_from(queue) for queue in self._queues))
         finally:
             self._running = False
             self._finished.set()
+
+    async def _send_from(self, queue: asyncio.Queue[_Pending | object]) -> None:
+        while True:
+            item = await queue.get()
+            if item is _STOP or not isinstance(item, _Pending):
+                return
+            try:
+                await self._emit(item)
+            except (TimeoutError, aiohttp.ClientError, ConnectionError, ApiError) as exc:
+                log.warning("writing event %s on %s/%s failed: %r", item.reason,
+                            item.ref.namespace, item.ref.name, exc)
 
     async def close(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         """Stop accepting events and let ``run`` write what is queued, for at most ``timeout``."""
         if self._closed:
             return
         self._closed = True
-        while True:
-            try:
-                self._queue.put_nowait(_STOP)
-                break
-            except asyncio.QueueFull:
-                self._queue.get_nowait()
-                self.dropped += 1
+        for queue in self._queues:
+            while True:
+                try:
+                    queue.put_nowait(_STOP)
+                    break
+                except asyncio.QueueFull:
+                    queue.get_nowait()
+                    self.dropped += 1
         await asyncio.sleep(0)  # a run() task created just before close() gets to start
         if not self._running and not self._finished.is_set():
             return

@@ -117,18 +117,31 @@ class PoolReconciler:
         self._gate = gate
         self._enqueue_service = enqueue_service
         self._known: set[str] = set()
+        self._applied: frozenset[tuple[str, Any, Any]] | None = None
+        self._shape_errors: dict[str, str] = {}
 
     def apply_pools(self) -> dict[str, str]:
-        """Give the allocator the current pool set; enqueue who it says is affected. Returns shape errors."""
+        """Give the allocator the current pool set; enqueue who it says is affected. Returns shape errors.
+
+        Only when some pool's spec changed: most pool reconciles just refresh the counts after
+        allocations, and rebuilding the pool set then would cost a pass over every assignment.
+        """
+        objs = self._pools.list()
+        fingerprint = frozenset(
+            (o["metadata"]["name"], o["metadata"].get("uid"), o["metadata"].get("generation")) for o in objs
+        )
+        if fingerprint == self._applied:
+            return self._shape_errors
         specs: list[PoolSpec] = []
         shape_errors: dict[str, str] = {}
-        for obj in self._pools.list():
+        for obj in objs:
             parsed = read_pool(obj)
             if isinstance(parsed, str):
                 shape_errors[obj["metadata"]["name"]] = parsed
             else:
                 specs.append(parsed)
         change = self.allocator.set_pools(specs)
+        self._applied, self._shape_errors = fingerprint, shape_errors
         for key in sorted(change.orphaned | change.retry):
             self._enqueue_service(str(key))
         return shape_errors

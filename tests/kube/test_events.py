@@ -30,7 +30,7 @@ class NeverAnswers:
 
 async def test_record_never_blocks_and_drops_when_the_queue_is_full() -> None:
     client = NeverAnswers()
-    rec = EventRecorder(client, queue_size=5, clock=FakeClock())  # type: ignore[arg-type]
+    rec = EventRecorder(client, queue_size=5, senders=1, clock=FakeClock())  # type: ignore[arg-type]
     runner = asyncio.create_task(rec.run())
     obj = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "n", "uid": "u"}}
     rec.record(obj, "Normal", "IPAllocated", "first")
@@ -77,10 +77,14 @@ async def admin(cluster: LocalCluster) -> AsyncIterator[KubeClient]:
 
 @pytest.mark.cluster
 async def test_repeats_become_count_bumps_on_the_involved_object(admin: KubeClient, namespace: str) -> None:
-    service = await admin.request("POST", SERVICES.path(namespace=namespace), body={
-        "metadata": {"name": "web"},
-        "spec": {"type": "ClusterIP", "ports": [{"port": 80}]},
-    })
+    service = await admin.request(
+        "POST",
+        SERVICES.path(namespace=namespace),
+        body={
+            "metadata": {"name": "web"},
+            "spec": {"type": "ClusterIP", "ports": [{"port": 80}]},
+        },
+    )
     service.setdefault("kind", "Service")
     service.setdefault("apiVersion", "v1")
     rec = EventRecorder(admin)
@@ -107,3 +111,21 @@ async def test_repeats_become_count_bumps_on_the_involved_object(admin: KubeClie
     assert allocated["source"]["component"] == "stablelb-controller"
     assert by_reason["IPOutsidePool"]["type"] == "Warning"
     assert by_reason["IPOutsidePool"]["count"] == 1
+
+
+async def test_events_of_different_objects_are_written_concurrently() -> None:
+    client = NeverAnswers()
+    rec = EventRecorder(client, senders=4, clock=FakeClock())  # type: ignore[arg-type]
+    runner = asyncio.create_task(rec.run())
+    for i in range(40):
+        obj = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": f"s{i}", "namespace": "n", "uid": f"u{i}"},
+        }
+        rec.record(obj, "Normal", "IPAllocated", "assigned")
+    await asyncio.sleep(0.05)
+    # One request in flight per sender: a slow API server no longer serialises every Event.
+    assert client.calls == 4
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
