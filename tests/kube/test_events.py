@@ -65,7 +65,9 @@ async def test_rate_limit_per_object() -> None:
     await rec.close()
     await asyncio.wait_for(runner, 10)
     names = [body["involvedObject"]["name"] for _, _, body in client.calls]
-    assert names == ["a", "a", "a", "b"]
+    # Per object: a's burst of 3 passes, the rest is dropped; b is not held back by a. (Events of
+    # different objects go through different senders, so only per-object order is defined.)
+    assert sorted(names) == ["a", "a", "a", "b"]
 
 
 @pytest.fixture
