@@ -105,17 +105,24 @@ class Allocator:
             or old[p.name].conflict_with != p.conflict_with
             or old[p.name].invalid != p.invalid
         ]
+        # The old form of every changed or deleted pool: a pending request may be answered differently
+        # because its requested IP left a pool, not only because a pool can now serve it.
+        before = [old[p.name] for p in changed if p.name in old] + [p for n, p in old.items() if n not in new]
+        orphans_before = {k: self._orphan_families(a) for k in self._orphans if (a := self._owners.get(k))}
         self._pools = new
 
-        was_orphaned = set(self._orphans)
-        self._orphans = {key for key, a in self._owners.items() if self._orphan_families(a)}
-        retry = {key for key in was_orphaned - self._orphans if key in self._owners}
+        orphans_now = {key: fams for key, a in self._owners.items() if (fams := self._orphan_families(a))}
+        self._orphans = set(orphans_now)
+        retry = {key for key in orphans_before if key not in orphans_now and key in self._owners}
         for key, request in self._pending.items():
-            if any(p.allocatable and self._may_serve(p, request) for p in changed):
+            # Not only pools that can serve it now: a pool turning invalid or disabled changes the
+            # reason a pending Service shows, and that is written to its status too.
+            if any(self._may_serve(p, request) for p in (*changed, *before)):
                 retry.add(key)
         invalid = {p.name: p.invalid for p in new.values() if p.invalid is not None}
         return PoolsChange(
-            orphaned=frozenset(self._orphans - was_orphaned),
+            # Newly orphaned owners, and owners with another address orphaned (the condition names them).
+            orphaned=frozenset(k for k, fams in orphans_now.items() if orphans_before.get(k) != fams),
             retry=frozenset(retry),
             invalid=invalid,
             conflicts=conflicts,

@@ -451,3 +451,29 @@ def test_retained_orphan_is_not_completed_with_another_family() -> None:
     d = a.ensure(dual)
     assert d.ips == ("10.0.0.0",) and d.reason == Reason.IP_OUTSIDE_POOL and not d.pending
     assert a.ensure(replace(dual, current_ips=d.ips)) == d
+
+
+def test_requested_ip_leaving_the_pool_names_the_waiting_service() -> None:
+    # Found by the randomized e2e run (seed 3): the waiting Service's condition went stale.
+    a = allocator(PoolSpec("p", ("10.0.0.1-10.0.0.4",)))
+    holder, _ = settle(a, svc("holder", requested_ips=("10.0.0.3",)))
+    assert holder.ips == ("10.0.0.3",)
+    waiting = a.ensure(svc("waiting", requested_ips=("10.0.0.3",)))
+    assert waiting.reason == Reason.REQUESTED_IP_IN_USE
+    change = a.set_pools([PoolSpec("p", ("10.0.0.1/32",))])
+    assert ServiceKey("default", "waiting") in change.retry
+    assert a.ensure(svc("waiting", requested_ips=("10.0.0.3",))).reason == Reason.REQUESTED_IP_OUTSIDE_POOL
+
+
+def test_a_second_orphaned_address_names_the_owner_again() -> None:
+    # Found by the randomized e2e run (seed 9): the IPOutsidePool message named only the first address.
+    a = allocator(PoolSpec("p", ("10.0.0.1-10.0.0.3", "fd00::1-fd00::3")))
+    d, r = settle(a, svc("s", families=("IPv4", "IPv6"), policy="RequireDualStack"))
+    assert d.ips == ("10.0.0.1", "fd00::1")
+    first = a.set_pools([PoolSpec("p", ("10.0.0.2-10.0.0.3", "fd00::1-fd00::3"))])
+    assert first.orphaned == {r.key}
+    second = a.set_pools([PoolSpec("p", ("10.0.0.2-10.0.0.3", "fd00::2-fd00::3"))])
+    assert second.orphaned == {r.key}
+    kept = a.ensure(r)
+    assert kept.ips == d.ips and kept.reason == Reason.IP_OUTSIDE_POOL
+    assert "10.0.0.1" in kept.message and "fd00::1" in kept.message

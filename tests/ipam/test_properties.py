@@ -142,6 +142,10 @@ class AllocatorMachine(RuleBasedStateMachine):
         self.services: dict[ServiceKey, ServiceRequest] = {}
         self.uids = itertools.count()
         self.queue: set[ServiceKey] = set()
+        # What each Service's condition shows (reason, message): the controller writes it to status, so
+        # a decision that changes without the Service being named for a retry is a stale condition, and
+        # a later reconcile (after a restart, say) would write it.
+        self.shown: dict[ServiceKey, tuple[str, str]] = {}
 
     # -- helpers ----------------------------------------------------------------------------------------
     def _request(
@@ -185,6 +189,7 @@ class AllocatorMachine(RuleBasedStateMachine):
             assert lost <= allowed, f"stability: {key} lost {lost} without a reason of its own ({d})"
         updated = replace(request, current_ips=d.ips)
         self.services[key] = updated
+        self.shown[key] = (d.reason.value, d.message)
         # convergence: feeding the decision back is a fixed point
         again = self.alloc.ensure(updated)
         assert again.ips == d.ips and not again.changed, f"not a fixed point: {d} then {again}"
@@ -206,6 +211,10 @@ class AllocatorMachine(RuleBasedStateMachine):
             d = self.alloc.ensure(request)
             assert d.ips == request.current_ips and not d.changed and d.released == (), (
                 f"liveness/convergence: {key} had {request.current_ips}, re-ensure gives {d}"
+            )
+            assert (d.reason.value, d.message) == self.shown[key], (
+                f"stale condition: {key} shows {self.shown[key]} but re-ensure says {d}; "
+                "the change that caused it did not name this Service for a retry"
             )
 
     def _set_pools(self) -> None:
@@ -239,6 +248,7 @@ class AllocatorMachine(RuleBasedStateMachine):
     def delete(self, data: st.DataObject) -> None:
         key = data.draw(st.sampled_from(sorted(self.services)))
         del self.services[key]
+        self.shown.pop(key, None)
         self.queue |= self.alloc.release(key)
         self.queue.discard(key)
         assert self.alloc.assignment(key) == ()
