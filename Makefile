@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv binaries test test-unit lint e2e-local e2e cluster-up cluster-down demo demo-down bench clean
+.PHONY: venv binaries test test-unit lint e2e-local e2e cluster-up cluster-down demo demo-down bench chaos clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,3 +56,10 @@ demo: venv binaries
 
 demo-down: venv
 	@$(PY) -m e2e.demo down
+
+# Randomized long runs with fresh seeds (CI runs one fixed seed); CHAOS_RUNS=N, STABLELB_CHAOS_STEPS=N.
+CHAOS_RUNS ?= 5
+chaos: venv binaries
+	@for i in $$(seq $(CHAOS_RUNS)); do \
+	  STABLELB_CHAOS_SEED=random $(PY) -m pytest e2e/test_randomized.py -q -rP $(PYTEST_ARGS) || exit 1; \
+	done

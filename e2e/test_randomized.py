@@ -7,8 +7,9 @@ controller (SIGTERM) and kill -9 the leader. After each step the run waits until
 checks uniqueness, stability, liveness and convergence from the outside. At the end every controller is
 restarted once more and nothing may change.
 
-STABLELB_CHAOS_SEED replays a run (the seed is in every failure message); STABLELB_CHAOS_STEPS sets its
-length.
+The default seed is fixed so that CI is repeatable; STABLELB_CHAOS_SEED=random draws a fresh one (as
+`make chaos` does), and STABLELB_CHAOS_SEED=N replays a run (the seed is in every failure message).
+STABLELB_CHAOS_STEPS sets its length.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ from e2e.support import Scenario
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 DEFAULT_STEPS = 16
+# Seed 3 found a stale-condition bug (a requested IP leaving its pool); kept as the CI default.
+DEFAULT_SEED = 3
 QUIET = 1.0  # a settled system: no Service written for this long (and everything that clearly fits has IPs)
 CONVERGENCE = 2.0  # then this long again with zero writes
 SETTLE_TIMEOUT = 60.0
@@ -406,8 +409,8 @@ def _metric(text: str, pattern: str) -> float:
 
 
 def _seed() -> int:
-    env = os.environ.get("STABLELB_CHAOS_SEED")
-    return int(env) if env else secrets.randbelow(2**32)
+    env = os.environ.get("STABLELB_CHAOS_SEED", str(DEFAULT_SEED))
+    return secrets.randbelow(2**32) if env == "random" else int(env)
 
 
 async def test_randomized_long_run(scenario: Scenario, wait_for: Any) -> None:
