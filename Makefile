@@ -63,3 +63,9 @@ chaos: venv binaries
 	@for i in $$(seq $(CHAOS_RUNS)); do \
 	  STABLELB_CHAOS_SEED=random $(PY) -m pytest e2e/test_randomized.py -q -rP $(PYTEST_ARGS) || exit 1; \
 	done
+
+# Benchmarks (tables go to docs/benchmarks.md by hand, with the machine): allocator, informer, controller.
+bench: venv binaries
+	$(PY) bench/allocator.py
+	$(PY) bench/informer.py
+	$(PY) bench/controller.py --services 1000
