@@ -334,6 +334,9 @@ class Allocator:
         terms_changed = existing is not None and existing.terms != terms
         released = self._commit(request, terms, held_before, final)
         retry = set(self.pending_for(int_to_ip(f, v) for f, v in released))
+        # Services waiting for an address this one just took: their condition names the holder.
+        for family, value in added.items():
+            retry |= self._pending_index.get(_ip_tag(family, value), set())
         if terms_changed:
             # new ports or key may make a shared IP acceptable to a Service waiting for it
             for family, value in final.items():
