@@ -57,6 +57,18 @@ def default_transform(obj: Obj) -> Obj:
     return obj
 
 
+def _hint(resource: Resource, exc: ApiError) -> str:
+    """What an operator can do about an error that retrying alone will not fix."""
+    if exc.status == 404:
+        return (
+            f" — the API server does not serve {resource.api_version} {resource.plural}; "
+            "install its CustomResourceDefinition (for stablelb: kubectl apply -k manifests/)"
+        )
+    if exc.status in (401, 403):
+        return f" — check the credentials and RBAC of this identity for list/watch on {resource.plural}"
+    return ""
+
+
 class WatchExpired(Exception):
     """The watch's resourceVersion is older than what the server still has (HTTP 410)."""
 
@@ -173,13 +185,14 @@ class Informer:
                 elif exc.status >= 500:
                     self._restarted("server_error")
                 else:
-                    log.warning("%s list/watch: %s", self.resource.plural, exc)
+                    log.warning("%s list/watch: %s%s", self.resource.plural, exc, _hint(self.resource, exc))
                     need_list = True
                     self._restarted("error")
             except (TimeoutError, aiohttp.ServerTimeoutError):
                 # Read timeout: the connection went silent. Resume from the last resourceVersion.
-                log.info("%s watch went silent for %.0fs; restarting", self.resource.plural,
-                         self._read_timeout)
+                log.info(
+                    "%s watch went silent for %.0fs; restarting", self.resource.plural, self._read_timeout
+                )
                 self._restarted("timeout")
                 continue
             except (aiohttp.ClientError, ConnectionError, orjson.JSONDecodeError) as exc:
