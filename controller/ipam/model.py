@@ -107,6 +107,10 @@ class ServiceRequest:
     namespace_labels: tuple[tuple[str, str], ...] = ()
     reassign_orphans: bool = False
     current_ips: tuple[str, ...] = ()
+    # The Service's spec changed since its status was last decided (metadata.generation newer than the
+    # observedGeneration of its IPAllocated condition). At adoption such a claim loses a clash to one that
+    # did not change, as it would have live: the one whose edit made the clash moves.
+    changed_since_grant: bool = False
 
 
 class Reason(StrEnum):
