@@ -7,7 +7,9 @@ Safety rests on three rules:
   409 instead of overwriting the real holder.
 - A leader that cannot renew within ``renew_deadline`` of its last successful renew stops its
   guarded work first (``on_stopped_leading``) and then ``run`` raises ``LeadershipLost``; since
-  ``renew_deadline < lease_duration``, it stops before anyone else may take over.
+  ``renew_deadline < lease_duration``, it stops before anyone else may take over. Every lease request
+  is bounded on the injected clock by the time left, so a hung API server cannot make it late, and
+  ``lease_remaining`` gives the same bound to the controller's own writes.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -33,9 +35,15 @@ log = logging.getLogger(__name__)
 # retry_period * (1 + U[0, 1.2)) so candidates spread out.
 JITTER_FACTOR = 1.2
 
+_T = TypeVar("_T")
+
 
 class LeadershipLost(Exception):
     """The lease could not be renewed in time; guarded work has already been stopped."""
+
+
+class Fenced(Exception):
+    """A write refused because this replica cannot be sure it leads for the write's whole duration."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,16 @@ class LeaderElector:
             and self._observed_holder() == self.config.identity
             and self._clock.monotonic() < self._observed_time + self.config.renew_deadline
         )
+
+    def lease_remaining(self) -> float:
+        """Seconds until the renew deadline of our last successful renew; 0 when not leading.
+
+        A write that must not land after a takeover is bounded by this: a standby may take over only
+        ``lease_duration`` after it saw our last renew, and we stop at ``renew_deadline``, earlier.
+        """
+        if not self._leading or self._observed_holder() != self.config.identity:
+            return 0.0
+        return max(0.0, self._observed_time + self.config.renew_deadline - self._clock.monotonic())
 
     @property
     def leader(self) -> str:
@@ -176,12 +194,16 @@ class LeaderElector:
             delay = self.config.retry_period * (1 + self._rng.random() * JITTER_FACTOR)
             await self._clock.sleep(delay)
 
+    def _until_deadline(self) -> float:
+        return self._observed_time + self.config.renew_deadline - self._clock.monotonic()
+
     async def _renew_until_lost(self) -> None:
         cfg = self.config
         while True:
-            await self._clock.sleep(cfg.retry_period)
+            await self._clock.sleep(min(cfg.retry_period, self._until_deadline()))
             while True:
-                remaining = self._observed_time + cfg.renew_deadline - self._clock.monotonic()
+                # Recomputed after every attempt and every sleep: each one used up part of the time left.
+                remaining = self._until_deadline()
                 if remaining <= 0:
                     log.error("%s: lease not renewed within %.1fs", cfg.identity, cfg.renew_deadline)
                     return
@@ -190,15 +212,37 @@ class LeaderElector:
                 if self._observed_holder() != cfg.identity:
                     log.error("%s: lease taken over by %r", cfg.identity, self._observed_holder())
                     return
+                remaining = self._until_deadline()
+                if remaining <= 0:
+                    log.error("%s: lease not renewed within %.1fs", cfg.identity, cfg.renew_deadline)
+                    return
                 await self._clock.sleep(min(cfg.retry_period, remaining))
 
     async def _try_bounded(self, bound: float) -> bool:
         try:
-            async with asyncio.timeout(bound):
-                return await self._try_acquire_or_renew(bound)
+            return await self._on_clock(self._try_acquire_or_renew(bound), bound)
         except (TimeoutError, aiohttp.ClientError, ConnectionError, ApiError) as exc:
             log.info("%s: lease attempt failed: %r", self.config.identity, exc)
             return False
+
+    async def _on_clock(self, work: Coroutine[Any, Any, _T], bound: float) -> _T:
+        """``work`` cut off after ``bound`` seconds of the injected clock (TimeoutError).
+
+        The client's own timeout counts real seconds; the deadline that matters is the one the
+        elector reasons with, so the race is run on the same clock.
+        """
+        task = asyncio.ensure_future(work)
+        timer = asyncio.ensure_future(self._clock.sleep(bound))
+        try:
+            await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if task.cancelled():
+            raise TimeoutError(f"no answer within {bound:.2f}s")
+        return task.result()
 
     def _observed_holder(self) -> str:
         return str((self._observed_spec or {}).get("holderIdentity") or "")
@@ -301,22 +345,34 @@ class LeaderElector:
         return True
 
     async def _release(self) -> None:
+        """Hand the lease back so a standby need not wait for it to expire.
+
+        Read first: our resourceVersion may be stale (a renew whose answer we never got, someone
+        labelling the Lease), and a 409 here would cost the standby a whole lease duration. Written
+        only while the record still names us.
+        """
         if self._observed_holder() != self.config.identity:
             return
-        spec = self._observed_spec or {}
-        now = _micro_time(self._clock.wall())
-        released = {
-            "holderIdentity": "",
-            "leaseDurationSeconds": 1,
-            "acquireTime": now,
-            "renewTime": now,
-            "leaseTransitions": int(spec.get("leaseTransitions") or 0),
-        }
+        bound = self.config.renew_deadline
         try:
-            async with asyncio.timeout(self.config.renew_deadline):
+            async with asyncio.timeout(bound):
+                current = await self._client.request("GET", self._path, timeout=bound)
+                spec = current.get("spec") or {}
+                if spec.get("holderIdentity") != self.config.identity:
+                    log.info("%s: lease now held by %r; nothing to release", self.config.identity,
+                             spec.get("holderIdentity"))
+                    return
+                rv = str((current.get("metadata") or {}).get("resourceVersion") or "")
+                now = _micro_time(self._clock.wall())
+                released = {
+                    "holderIdentity": "",
+                    "leaseDurationSeconds": 1,
+                    "acquireTime": now,
+                    "renewTime": now,
+                    "leaseTransitions": int(spec.get("leaseTransitions") or 0),
+                }
                 updated = await self._client.request(
-                    "PUT", self._path, body=self._lease_body(released, self._observed_rv),
-                    timeout=self.config.renew_deadline,
+                    "PUT", self._path, body=self._lease_body(released, rv), timeout=bound
                 )
         except (TimeoutError, aiohttp.ClientError, ConnectionError, ApiError) as exc:
             log.warning("%s: releasing the lease failed: %r", self.config.identity, exc)

@@ -291,3 +291,105 @@ async def test_guarded_work_crashing_steps_down_releases_and_surfaces_the_error(
         await asyncio.wait_for(elector.run(), 10)
     assert stopped == [True]
     assert store.lease is not None and store.lease["spec"]["holderIdentity"] == ""
+
+
+class SlowFailingLeaseClient(FakeLeaseClient):
+    """After ``failing`` is set, every request takes ``delay`` fake seconds and then fails, or never answers
+    when ``delay`` is None (a hung API server)."""
+
+    def __init__(self, store: LeaseStore, clock: FakeClock, name: str) -> None:
+        super().__init__(store, clock, name)
+        self.failing = False
+        self.delay: float | None = None
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        if not self.failing:
+            return await super().request(method, path, **kwargs)
+        if self.delay is None:
+            await asyncio.Event().wait()
+        else:
+            await self.clock.sleep(self.delay)
+        raise ConnectionError("API server unreachable")
+
+
+@pytest.mark.parametrize("delay", [None, 1.5], ids=["hung", "slow-failures"])
+async def test_leader_stops_by_its_renew_deadline_when_renewals_hang_or_fail_slowly(
+    delay: float | None,
+) -> None:
+    clock, store = FakeClock(), LeaseStore()
+    a = Candidate(store, clock, "a")
+    slow = SlowFailingLeaseClient(store, clock, "a")
+    a.client = slow
+    a.elector._client = slow  # type: ignore[assignment]
+    a.start()
+    try:
+        await run_until(clock, lambda: a.started_at is not None, 5)
+        await run_until(clock, lambda: clock.monotonic() > 1007, 10, step=0.05)
+        slow.failing, slow.delay = True, delay
+        last_renew = max(t for t, who, _ in store.writes if who == "a")
+        await run_until(clock, lambda: a.stopped_at is not None, 30, step=0.05)
+        assert a.log[:2] == ["started", "stopped leader=False"]
+        # Stopped at the renew deadline (to one fake-clock step), not one retry period or attempt later.
+        assert a.stopped_at is not None and a.stopped_at <= last_renew + 10.0 + 0.05 + 1e-9
+        await run_until(clock, lambda: a.task is not None and a.task.done(), 5, step=0.05)
+        assert a.task is not None and isinstance(a.task.exception(), LeadershipLost)
+    finally:
+        await teardown(a)
+
+
+async def test_write_budget_is_the_time_left_before_the_renew_deadline() -> None:
+    clock, store = FakeClock(), LeaseStore()
+    a = Candidate(store, clock, "a")
+    assert a.elector.lease_remaining() == 0.0
+    a.start()
+    try:
+        await run_until(clock, lambda: a.started_at is not None, 5, step=0.05)
+        last_renew = max(t for t, who, _ in store.writes if who == "a")
+        assert a.elector.lease_remaining() == pytest.approx(last_renew + 10.0 - clock.monotonic())
+        a.client.down = True
+        await run_until(clock, lambda: a.elector.lease_remaining() <= 0, 15, step=0.05)
+        assert not a.elector.is_leader()
+    finally:
+        await teardown(a)
+
+
+async def test_release_rereads_the_lease_when_its_resource_version_moved() -> None:
+    clock, store = FakeClock(), LeaseStore()
+    a, b = Candidate(store, clock, "a"), Candidate(store, clock, "b")
+    a.start()
+    try:
+        await run_until(clock, lambda: a.started_at is not None, 5)
+        # Someone else touched the Lease (a label, or our own renew whose answer we never got): our
+        # resourceVersion is stale, the holder is still us.
+        assert store.lease is not None
+        store.rv += 1
+        store.lease["metadata"]["resourceVersion"] = str(store.rv)
+        store.lease["metadata"]["labels"] = {"touched": "yes"}
+        assert a.task is not None
+        a.task.cancel()
+        await asyncio.gather(a.task, return_exceptions=True)
+        assert store.lease["spec"]["holderIdentity"] == ""
+        released = clock.monotonic()
+        b.start()
+        await run_until(clock, lambda: b.started_at is not None, 30)
+        assert b.started_at is not None and b.started_at - released <= 2.0 * 2.2 + 1.0
+    finally:
+        await teardown(a, b)
+
+
+async def test_release_leaves_a_lease_someone_else_took() -> None:
+    clock, store = FakeClock(), LeaseStore()
+    a = Candidate(store, clock, "a")
+    a.start()
+    try:
+        await run_until(clock, lambda: a.started_at is not None, 5)
+        assert store.lease is not None
+        store.rv += 1
+        store.lease["metadata"]["resourceVersion"] = str(store.rv)
+        store.lease["spec"]["holderIdentity"] = "intruder"
+        assert a.task is not None
+        a.task.cancel()
+        await asyncio.gather(a.task, return_exceptions=True)
+        assert store.lease["spec"]["holderIdentity"] == "intruder"
+    finally:
+        await teardown(a)
