@@ -29,7 +29,7 @@ from controller.metrics import Metrics
 from controller.reconcile.leadership import NotLeader, WriteGate
 from controller.reconcile.pool_input import read_pool
 from controller.reconcile.pools import PoolReconciler
-from controller.reconcile.service_input import is_ours, parse_timestamp
+from controller.reconcile.service_input import is_ours, parse_timestamp, service_key, status_ips
 from controller.reconcile.services import ServicePolicy, ServiceReconciler
 from controller.reconcile.tracing import EventLinks
 from controller.reconcile.writes import Requeue
@@ -63,6 +63,14 @@ _META_FIELDS = (
 )
 
 
+LB_FIELD_SELECTOR = "spec.type=LoadBalancer"
+
+
+def is_load_balancer(obj: dict[str, Any]) -> bool:
+    """The client-side twin of LB_FIELD_SELECTOR."""
+    return (obj.get("spec") or {}).get("type") == "LoadBalancer"
+
+
 def slim_service(obj: dict[str, Any]) -> dict[str, Any]:
     """Keep only what the reconciler reads: a cached Service costs a fraction of the full object."""
     obj = default_transform(obj)
@@ -91,9 +99,19 @@ class Controller:
         self.health = health
         self.gate = WriteGate()
         self.links = EventLinks(tracer)
-        self.recorder = EventRecorder(client)
+        # Events pass the same gate as status writes: none leaves a replica that may have lost the lease.
+        self.recorder = EventRecorder(client, fence=self.gate.write_timeout)
         restarts = self._watch_restart_counter
-        self.services = Informer(client, SERVICES, transform=slim_service, on_restart=restarts("services"))
+        # Only LoadBalancer Services can be ours: the API server filters (the informer filters itself
+        # where the server does not support this field selector).
+        self.services = Informer(
+            client,
+            SERVICES,
+            transform=slim_service,
+            on_restart=restarts("services"),
+            field_selector=LB_FIELD_SELECTOR,
+            keep=is_load_balancer,
+        )
         self.pools = Informer(client, IPPOOLS, on_restart=restarts("ippools"))
         self.namespaces = Informer(
             client, NAMESPACES, transform=slim_namespace, on_restart=restarts("namespaces")
@@ -238,7 +256,9 @@ class Controller:
         )
         self.gate.open()
         # Level-based: every Service is looked at once; those already right write nothing. Oldest first,
-        # so when capacity is short the earlier Services are the ones served.
+        # so when capacity is short the earlier Services are the ones served. Those that need an address
+        # come before those whose claim was just adopted (a check that writes nothing): a new Service is
+        # served in the first seconds after a restart, not after every adopted one was checked again.
         ours = [
             o
             for o in self.services.store.list()
@@ -246,6 +266,7 @@ class Controller:
         ]
         ours.sort(
             key=lambda o: (
+                bool(status_ips(o)) and service_key(o) not in duplicates,
                 parse_timestamp(o["metadata"].get("creationTimestamp")),
                 o["metadata"].get("uid", ""),
             )
@@ -323,7 +344,7 @@ class Controller:
                 on_stopped_leading=self._on_stopped_leading,
                 on_new_leader=self._on_new_leader,
             )
-            self.gate.guard(elector.is_leader)
+            self.gate.guard(elector.is_leader, elector.lease_remaining)
             lead_task = asyncio.create_task(elector.run(), name="leader-election")
         else:
             lead_task = asyncio.create_task(self._on_started_leading(), name="lead")

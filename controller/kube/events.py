@@ -3,7 +3,8 @@
 ``record`` never blocks a reconcile: it only enqueues, and drops (with a log line) when the
 bounded queue is full. A background task writes the events, folding repeats of the same
 (object, type, reason, message) into a count bump, and rate-limits each object so a hot loop
-cannot flood the API server.
+cannot flood the API server. Every write first passes ``fence`` (the leadership gate), which also
+bounds how long it may take; a refused Event is dropped.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import socket
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +25,7 @@ import aiohttp
 
 from .client import ApiError, KubeClient
 from .clock import Clock, RealClock
+from .leaderelection import Fenced
 from .resources import EVENTS
 
 log = logging.getLogger(__name__)
@@ -106,6 +109,9 @@ class _Bucket:
 
 _STOP = object()
 
+# Given the timeout a write would use, returns the time it may take; raises Fenced to refuse it.
+WriteFence = Callable[[float], float]
+
 
 class EventRecorder:
     def __init__(
@@ -121,8 +127,10 @@ class EventRecorder:
         refill_every: float = 300.0,
         cache_size: int = 4096,
         timeout: float = 10.0,
+        fence: WriteFence | None = None,
     ) -> None:
         self._client = client
+        self._fence = fence
         self.component = component
         self.instance = instance or socket.gethostname()
         self._clock = clock or RealClock()
@@ -172,6 +180,9 @@ class EventRecorder:
                 return
             try:
                 await self._emit(item)
+            except Fenced as exc:
+                log.debug("event %s on %s/%s not written: %s", item.reason, item.ref.namespace,
+                          item.ref.name, exc)
             except (TimeoutError, aiohttp.ClientError, ConnectionError, ApiError) as exc:
                 log.warning("writing event %s on %s/%s failed: %r", item.reason,
                             item.ref.namespace, item.ref.name, exc)
@@ -208,6 +219,9 @@ class EventRecorder:
             self._buckets.move_to_end(ref.identity)
         return bucket.take(now)
 
+    def _write_timeout(self) -> float:
+        return self._timeout if self._fence is None else self._fence(self._timeout)
+
     async def _emit(self, item: _Pending) -> None:
         if not self._allowed(item.ref):
             log.debug("event rate limit: dropped %s on %s/%s", item.reason, item.ref.namespace,
@@ -221,7 +235,7 @@ class EventRecorder:
             try:
                 await self._client.request(
                     "PATCH", EVENTS.path(namespace=seen.namespace, name=seen.name), body=patch,
-                    content_type="application/merge-patch+json", timeout=self._timeout,
+                    content_type="application/merge-patch+json", timeout=self._write_timeout(),
                 )
             except ApiError as exc:
                 if exc.status != 404:
@@ -249,7 +263,7 @@ class EventRecorder:
             "reportingInstance": self.instance,
         }
         await self._client.request("POST", EVENTS.path(namespace=namespace), body=body,
-                                   timeout=self._timeout)
+                                   timeout=self._write_timeout())
         self._seen[key] = _Seen(namespace, name, 1)
         if len(self._seen) > self._cache_size:
             self._seen.popitem(last=False)

@@ -7,7 +7,7 @@ from typing import Any
 
 from opentelemetry.trace import Status, StatusCode, Tracer
 
-from controller.kube.client import ApiError, KubeClient
+from controller.kube.client import DEFAULT_TIMEOUT, ApiError, KubeClient
 from controller.reconcile.leadership import WriteGate
 
 FIELD_MANAGER = "stablelb-controller"
@@ -31,12 +31,18 @@ async def patch_status(
     `body` carries metadata.resourceVersion, so a decision made on a stale cache is refused (409) and
     retried with fresh data instead of overwriting a newer status.
     """
-    gate.check()
+    timeout = gate.write_timeout(DEFAULT_TIMEOUT)
     with tracer.start_as_current_span("status write") as span:
         try:
             await client.request(
-                "PATCH", path, query={"fieldManager": FIELD_MANAGER}, body=body, content_type=MERGE_PATCH
+                "PATCH", path, query={"fieldManager": FIELD_MANAGER}, body=body, content_type=MERGE_PATCH,
+                timeout=timeout,
             )
+        except TimeoutError as exc:
+            span.set_status(Status(StatusCode.ERROR, "timed out"))
+            # Cut off by the lease bound: say so, the worker stops instead of retrying.
+            gate.check()
+            raise Requeue(f"{what}: no answer within {timeout:.1f}s") from exc
         except ApiError as exc:
             span.set_status(Status(StatusCode.ERROR, f"{exc.status} {exc.reason}"))
             if exc.status == 409:

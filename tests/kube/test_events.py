@@ -11,9 +11,12 @@ import pytest
 from controller.kube.client import KubeClient
 from controller.kube.clock import FakeClock
 from controller.kube.events import EventRecorder
+from controller.kube.leaderelection import Fenced
 from controller.kube.resources import EVENTS, SERVICES
 from e2e.harness.cluster import LocalCluster
 from e2e.harness.waiting import wait_for
+
+from .util import eventually
 
 
 class NeverAnswers:
@@ -131,3 +134,39 @@ async def test_events_of_different_objects_are_written_concurrently() -> None:
     assert client.calls == 4
     runner.cancel()
     await asyncio.gather(runner, return_exceptions=True)
+
+
+class Budget:
+    """A write fence like the controller's gate: refuses when the lease time is gone."""
+
+    def __init__(self, remaining: float) -> None:
+        self.remaining = remaining
+
+    def __call__(self, timeout: float) -> float:
+        if self.remaining <= 0:
+            raise Fenced("not leading")
+        return min(timeout, self.remaining)
+
+
+class RecordingTimeouts:
+    def __init__(self) -> None:
+        self.timeouts: list[float] = []
+
+    async def request(self, method: str, path: str, *, timeout: float = 30.0,  # noqa: ASYNC109
+                      **kwargs: Any) -> dict[str, Any]:
+        self.timeouts.append(timeout)
+        return {}
+
+
+async def test_events_pass_the_leadership_fence_and_are_bounded_by_it() -> None:
+    client, fence = RecordingTimeouts(), Budget(2.5)
+    rec = EventRecorder(client, clock=FakeClock(), senders=1, fence=fence)  # type: ignore[arg-type]
+    runner = asyncio.create_task(rec.run())
+    obj = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "n", "uid": "u"}}
+    rec.record(obj, "Normal", "IPAllocated", "assigned 192.0.2.1")
+    await eventually(lambda: len(client.timeouts) == 1, what="the first Event")
+    fence.remaining = 0.0  # leadership lost: queued Events are not written any more
+    rec.record(obj, "Normal", "IPReleased", "released 192.0.2.1")
+    await rec.close()
+    await asyncio.wait_for(runner, 10)
+    assert client.timeouts == [2.5]
