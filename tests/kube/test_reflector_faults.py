@@ -6,15 +6,25 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import web
 
 from controller.kube.backoff import Backoff
 from controller.kube.client import KubeClient
-from controller.kube.informer import Informer
+from controller.kube.informer import Informer, ListSettings
 from controller.kube.resources import SERVICES
 
-from .fakeapi import FakeApiServer, bookmark, cut_connection, event_line, expired, list_of, service
+from .fakeapi import (
+    FakeApiServer,
+    ListScript,
+    bookmark,
+    cut_connection,
+    event_line,
+    expired,
+    list_of,
+    service,
+)
 from .util import eventually
 
 
@@ -46,8 +56,9 @@ async def running(
     fake_api: FakeApiServer, fake_client: KubeClient, fast_backoff: Backoff
 ) -> AsyncIterator[tuple[Informer, Recorder, list[str]]]:
     restarts: list[str] = []
+    # The fake server speaks LIST + WATCH; watch-list is tested against the real API server.
     informer = Informer(fake_client, SERVICES, backoff=fast_backoff, read_timeout=0.5,
-                        on_restart=restarts.append, page_size=2)
+                        on_restart=restarts.append, settings=ListSettings(watch_list=False, page_size=2))
     recorder = Recorder(informer)
     yield informer, recorder, restarts
 
@@ -120,7 +131,7 @@ async def test_silent_stream_hits_read_timeout_and_rewatches(
     assert len(fake_api.list_queries) == 1
 
 
-async def test_410_relists_and_emits_deletes_and_updates(
+async def test_watch_410_relists_at_last_rv_and_emits_deletes_and_updates(
     fake_api: FakeApiServer, running: tuple[Informer, Recorder, list[str]]
 ) -> None:
     informer, rec, restarts = running
@@ -148,9 +159,39 @@ async def test_410_relists_and_emits_deletes_and_updates(
     assert sorted(informer.store.keys()) == ["ns/a", "ns/c", "ns/d"]
     assert restarts == ["expired"]
     assert fake_api.list_queries[0]["resourceVersion"] == "0"
-    # After a 410 the watch cache may be stale: the relist must be a consistent read.
-    assert "resourceVersion" not in fake_api.list_queries[1]
+    # As client-go: the watch expired, but a LIST at the last resourceVersion we saw is still answerable
+    # (at least as fresh, from the watch cache), so that is tried first rather than a quorum read.
+    assert fake_api.list_queries[1]["resourceVersion"] == "102"
+    assert fake_api.list_queries[1]["resourceVersionMatch"] == "NotOlderThan"
     assert fake_api.watch_queries[1]["resourceVersion"] == "120"
+
+
+async def test_relist_refused_at_last_rv_falls_back_to_a_consistent_list_at_once(
+    fake_api: FakeApiServer, running: tuple[Informer, Recorder, list[str]]
+) -> None:
+    informer, rec, restarts = running
+    gone = {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old resource version"}
+    fake_api.lists = [
+        list_of(100, service("a", 90)),
+        refuse(gone),
+        list_of(130, service("a", 125)),
+    ]
+    fake_api.watches = [gone_watch]
+    task = start(informer)
+    try:
+        await eventually(lambda: len(fake_api.watch_queries) >= 2, what="watch after the consistent relist")
+    finally:
+        await stop(task)
+    rvs = [q.get("resourceVersion") for q in fake_api.list_queries]
+    assert rvs == ["0", "100", None], "initial from cache, then at the last RV, then consistent"
+    assert fake_api.watch_queries[1]["resourceVersion"] == "130"
+    assert rec.events == [("add", "a", "90"), ("update", "a", "125")]
+    assert restarts == ["expired", "expired"]
+
+
+async def gone_watch(request: web.Request, resp: web.StreamResponse) -> None:
+    await resp.write(expired())
+    await asyncio.sleep(3600)
 
 
 async def test_bookmarks_advance_resource_version_without_events(
@@ -239,3 +280,89 @@ async def test_429_backs_off_and_rewatches_without_relisting(
     assert restarts[:2] == ["throttled", "throttled"]
     assert [q["resourceVersion"] for q in fake_api.watch_queries] == ["10", "10", "10"]
     assert len(fake_api.list_queries) == 1
+
+
+def refuse(status: dict[str, Any]) -> ListScript:
+    """A LIST answered with an error Status (410 Gone here)."""
+
+    def answer(request: web.Request) -> dict[str, Any]:
+        raise web.HTTPGone(text=orjson.dumps(status).decode(), content_type="application/json")
+
+    return answer
+
+
+class CountingBackoff(Backoff):
+    def __init__(self) -> None:
+        super().__init__(initial=0.01, cap=0.05)
+        self.sleeps = 0
+
+    async def sleep(self) -> float:
+        self.sleeps += 1
+        return await super().sleep()
+
+
+class SlowListServer(FakeApiServer):
+    """The first `slow` LISTs answer only after `delay` seconds (an API server drowning in a huge list)."""
+
+    def __init__(self, slow: int, delay: float) -> None:
+        super().__init__()
+        self.slow = slow
+        self.delay = delay
+        self.backoff_at_list: list[int] = []
+        self.backoff: CountingBackoff | None = None
+
+    async def _services(self, request: web.Request) -> web.StreamResponse:
+        if request.query.get("watch") != "true":
+            self.backoff_at_list.append(self.backoff.sleeps if self.backoff else -1)
+            if len(self.backoff_at_list) <= self.slow:
+                await asyncio.sleep(self.delay)
+        return await super()._services(request)
+
+
+async def test_list_timeout_backs_off_before_listing_again() -> None:
+    server = SlowListServer(slow=3, delay=2.0)
+    await server.start()
+    client = KubeClient.for_host(server.url)
+    backoff = server.backoff = CountingBackoff()
+    restarts: list[str] = []
+    server.lists = [list_of(10, service("a", 10))]
+    informer = Informer(client, SERVICES, backoff=backoff, on_restart=restarts.append,
+                        settings=ListSettings(watch_list=False, page_timeout=0.2))
+    task = start(informer)
+    try:
+        await asyncio.wait_for(informer.wait_synced(), 30)
+    finally:
+        await stop(task)
+        await client.close()
+        await server.stop()
+    assert restarts[:3] == ["list_timeout"] * 3
+    # Each LIST after a timed-out one waited for the backoff first: no hammering of a struggling server.
+    assert server.backoff_at_list == [0, 1, 2, 3]
+    assert sorted(informer.store.keys()) == ["ns/a"]
+
+
+async def test_expired_continue_token_falls_back_to_one_unpaginated_list(
+    fake_api: FakeApiServer, running: tuple[Informer, Recorder, list[str]]
+) -> None:
+    informer, rec, restarts = running
+    gone = {"kind": "Status", "code": 410, "reason": "Expired",
+            "message": "The provided continue parameter is too old to display a consistent list result."}
+    fake_api.lists = [
+        list_of(50, service("a", 1), service("b", 2), cont="page2"),
+        refuse(gone),
+        list_of(60, service("a", 1), service("c", 55)),
+    ]
+    task = start(informer)
+    try:
+        await asyncio.wait_for(informer.wait_synced(), 20)
+        await eventually(lambda: bool(fake_api.watch_queries), what="watch")
+    finally:
+        await stop(task)
+    queries = fake_api.list_queries
+    assert [q.get("continue") for q in queries] == [None, "page2", None]
+    # client-go's pager: the fallback is one LIST without limit, consistent (no resourceVersion).
+    assert "limit" not in queries[2] and "resourceVersion" not in queries[2]
+    assert sorted(informer.store.keys()) == ["ns/a", "ns/c"]
+    assert ("delete", "b", "2") in rec.events
+    assert fake_api.watch_queries[0]["resourceVersion"] == "60"
+    assert restarts == []
