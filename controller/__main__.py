@@ -10,18 +10,20 @@ from collections.abc import Sequence
 
 from controller.app import Controller
 from controller.config import Settings, parse_args
-from controller.http import HealthState, start_http_server
+from controller.http import HealthState, start_listeners
 from controller.kube.client import KubeClient
 from controller.logs import setup_logging
 from controller.metrics import Metrics
+from controller.pending import pending_since
 from controller.telemetry import get_tracer, setup_tracing, shutdown_tracing
 
 log = logging.getLogger("controller")
 
 
 async def run(settings: Settings) -> int:
+    metrics = Metrics()
     try:
-        client = await KubeClient.from_kubeconfig(settings.kubeconfig)
+        client = await KubeClient.from_kubeconfig(settings.kubeconfig, metrics=metrics)
     except Exception as exc:
         log.error(
             "cannot load Kubernetes credentials: %s. Pass --kubeconfig=PATH (or set KUBECONFIG), "
@@ -29,10 +31,12 @@ async def run(settings: Settings) -> int:
             exc,
         )
         return 2
-    metrics = Metrics()
     health = HealthState()
     controller = Controller(settings, client, metrics=metrics, tracer=get_tracer(), health=health)
-    runner = await start_http_server(settings.http_addr, metrics, health)
+    metrics.set_pending_source(lambda: pending_since(controller))
+    runners = await start_listeners(
+        settings.metrics_bind_address, settings.health_probe_bind_address, metrics, health
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, controller.stopping.set)
@@ -42,19 +46,23 @@ async def run(settings: Settings) -> int:
             "identity": settings.identity,
             "leader_elect": settings.leader_elect,
             "lb_class": settings.lb_class,
-            "http_addr": settings.http_addr,
+            "metrics_bind_address": settings.metrics_bind_address,
+            "health_probe_bind_address": settings.health_probe_bind_address,
         },
     )
     try:
         return await controller.run()
     finally:
-        await runner.cleanup()
+        for runner in runners:
+            await runner.cleanup()
         await client.close()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     settings = parse_args(argv)
     setup_logging(settings.log_level, settings.log_format)
+    for message in settings.deprecations:
+        log.warning(message)
     setup_tracing()
     code = asyncio.run(run(settings))
     shutdown_tracing()

@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeVar, cast
 
 __all__ = [
-    "DEFAULT_HTTP_ADDR",
+    "DEFAULT_HEALTH_PROBE_ADDR",
     "DEFAULT_LB_CLASS",
     "DEFAULT_LEASE_NAME",
     "DEFAULT_LEASE_NAMESPACE",
+    "DEFAULT_METRICS_ADDR",
+    "DISABLED_ADDR",
     "LOG_FORMATS",
     "LOG_LEVELS",
     "ORPHANED_IPS_POLICIES",
@@ -41,7 +43,11 @@ __all__ = [
 DEFAULT_LB_CLASS = "stablelb.io/lb"
 DEFAULT_LEASE_NAMESPACE = "kube-system"
 DEFAULT_LEASE_NAME = "stablelb-controller"
-DEFAULT_HTTP_ADDR = ":8080"
+# controller-runtime's conventions: metrics and probes on separate listeners, so /metrics can sit behind
+# kube-rbac-proxy while the kubelet probes stay plain HTTP; "0" turns a listener off.
+DEFAULT_METRICS_ADDR = ":8080"
+DEFAULT_HEALTH_PROBE_ADDR = ":8081"
+DISABLED_ADDR = "0"
 ORPHANED_IPS_POLICIES = ("retain", "reassign")
 LOG_FORMATS = ("json", "text")
 # "warn" is accepted as an alias and normalised to "warning".
@@ -87,13 +93,17 @@ class Settings:
     identity: str = field(default_factory=default_identity)
     leader_elect: bool = True
     workers: int = 4
-    # host:port for /healthz, /readyz and /metrics; an empty host binds every interface.
-    http_addr: str = DEFAULT_HTTP_ADDR
+    # host:port of /metrics and of /healthz, /livez, /readyz; an empty host binds every interface, "0"
+    # serves nothing. The same address for both serves everything on one listener.
+    metrics_bind_address: str = DEFAULT_METRICS_ADDR
+    health_probe_bind_address: str = DEFAULT_HEALTH_PROBE_ADDR
     log_level: str = "info"
     log_format: LogFormat = "json"
     lease_duration: float = 15.0
     renew_deadline: float = 10.0
     retry_period: float = 2.0
+    # Messages about deprecated flags that were used, logged once logging is set up.
+    deprecations: tuple[str, ...] = ()
 
 
 # --- value parsers -----------------------------------------------------------------------------------------
@@ -249,10 +259,16 @@ def validate_settings(s: Settings) -> None:
         raise ConfigError("--identity must not be empty: omit it to use $POD_NAME (or the hostname) + suffix")
     if s.workers < 1:
         raise ConfigError(f"--workers must be at least 1, not {s.workers}")
-    try:
-        parse_host_port(s.http_addr)
-    except ConfigError as exc:
-        raise ConfigError(f"--http-addr: {exc}") from None
+    for flag, addr in (
+        ("--metrics-bind-address", s.metrics_bind_address),
+        ("--health-probe-bind-address", s.health_probe_bind_address),
+    ):
+        if addr == DISABLED_ADDR:
+            continue
+        try:
+            parse_host_port(addr)
+        except ConfigError as exc:
+            raise ConfigError(f"{flag}: {exc}") from None
     if s.log_level not in LOG_LEVELS:
         raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {s.log_level!r}")
     if s.log_format not in LOG_FORMATS:
@@ -477,13 +493,33 @@ def build_parser(prog: str = "stablelb-controller") -> argparse.ArgumentParser:
         help=f"number of concurrent reconcile workers (default: {d.workers})",
     )
     p.add_argument(
+        "--metrics-bind-address",
+        dest="metrics_bind_address",
+        metavar="HOST:PORT",
+        default=None,
+        help=(
+            "address /metrics is served on; an empty host listens on every interface, IPv6 hosts go in "
+            f"brackets ([::1]:8080), 0 turns it off (default: {d.metrics_bind_address})"
+        ),
+    )
+    p.add_argument(
+        "--health-probe-bind-address",
+        dest="health_probe_bind_address",
+        metavar="HOST:PORT",
+        default=None,
+        help=(
+            "address /healthz, /livez and /readyz are served on; the same address as "
+            f"--metrics-bind-address serves both on one listener (default: {d.health_probe_bind_address})"
+        ),
+    )
+    p.add_argument(
         "--http-addr",
         dest="http_addr",
         metavar="HOST:PORT",
         default=None,
         help=(
-            "address of the HTTP server for /healthz, /readyz and /metrics; an empty host listens on every "
-            f"interface, IPv6 hosts go in brackets ([::1]:8080) (default: {d.http_addr})"
+            "deprecated: serves /metrics and the probes on one address, like setting "
+            "--metrics-bind-address and --health-probe-bind-address to it"
         ),
     )
     p.add_argument(
@@ -536,6 +572,29 @@ def _or(value: T | None, default: T) -> T:
     return default if value is None else value
 
 
+def _listeners(ns: argparse.Namespace, defaults: Settings) -> tuple[str, str, tuple[str, ...]]:
+    """(metrics address, probe address, deprecation messages) from the new flags or the old --http-addr."""
+    metrics, probes, old = ns.metrics_bind_address, ns.health_probe_bind_address, ns.http_addr
+    if old is None:
+        probes = _or(probes, defaults.health_probe_bind_address)
+        return _or(metrics, defaults.metrics_bind_address), probes, ()
+    if metrics is not None or probes is not None:
+        raise ConfigError(
+            "--http-addr is deprecated and cannot be combined with --metrics-bind-address or "
+            "--health-probe-bind-address: drop --http-addr"
+        )
+    try:
+        parse_host_port(old)
+    except ConfigError as exc:
+        raise ConfigError(f"--http-addr: {exc}") from None
+    message = (
+        f"--http-addr is deprecated and will be removed: serving /metrics and the probes on {old} as "
+        f"before; use --metrics-bind-address={old} --health-probe-bind-address={old} (the same address "
+        "keeps one listener), or separate addresses"
+    )
+    return old, old, (message,)
+
+
 def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Parse flags (default: sys.argv[1:]) with environment fallbacks (default: os.environ).
 
@@ -549,6 +608,7 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     try:
         kubeconfig = _resolve_kubeconfig(ns.kubeconfig, env)
         identity = ns.identity if ns.identity is not None else default_identity(env)
+        metrics_addr, probe_addr, deprecations = _listeners(ns, defaults)
         settings = Settings(
             kubeconfig=kubeconfig,
             lb_class=_or(ns.lb_class, defaults.lb_class),
@@ -560,12 +620,14 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
             identity=identity,
             leader_elect=_or(ns.leader_elect, defaults.leader_elect),
             workers=_or(ns.workers, defaults.workers),
-            http_addr=_or(ns.http_addr, defaults.http_addr),
+            metrics_bind_address=metrics_addr,
+            health_probe_bind_address=probe_addr,
             log_level=_or(ns.log_level, defaults.log_level),
             log_format=cast(LogFormat, _or(ns.log_format, defaults.log_format)),
             lease_duration=_or(ns.lease_duration, defaults.lease_duration),
             renew_deadline=_or(ns.renew_deadline, defaults.renew_deadline),
             retry_period=_or(ns.retry_period, defaults.retry_period),
+            deprecations=deprecations,
         )
         validate_settings(settings)
     except ConfigError as exc:

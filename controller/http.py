@@ -1,4 +1,7 @@
-"""HTTP endpoints for kubelet probes and Prometheus: /healthz, /readyz, /metrics.
+"""HTTP endpoints for kubelet probes (/healthz, /livez, /readyz) and Prometheus (/metrics).
+
+Probes and metrics are separate listeners by default (controller-runtime's layout), so /metrics can be put
+behind kube-rbac-proxy while the kubelet keeps probing plain HTTP; one address serves both.
 
 Health responses follow kube-apiserver's shape: ``ok`` when every check passes; otherwise status 500 and one
 ``[+]name ok`` / ``[-]name failed: detail`` line per check. ``?verbose`` lists the checks on success too.
@@ -13,10 +16,18 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from controller.config import parse_host_port
+from controller.config import DISABLED_ADDR, parse_host_port
 from controller.metrics import Metrics
 
-__all__ = ["Check", "CheckResult", "HealthState", "bound_port", "build_app", "start_http_server"]
+__all__ = [
+    "Check",
+    "CheckResult",
+    "HealthState",
+    "bound_port",
+    "build_app",
+    "start_http_server",
+    "start_listeners",
+]
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +100,10 @@ def _health_response(endpoint: str, results: list[CheckResult], verbose: bool) -
     )
 
 
-def build_app(metrics: Metrics, health: HealthState) -> web.Application:
-    """The aiohttp application (exposed for aiohttp's test client)."""
+def build_app(
+    metrics: Metrics, health: HealthState, *, probes: bool = True, serve_metrics: bool = True
+) -> web.Application:
+    """The aiohttp application (exposed for aiohttp's test client): the probes, /metrics, or both."""
 
     async def healthz(request: web.Request) -> web.Response:
         return _health_response("healthz", health.liveness(), "verbose" in request.query)
@@ -103,21 +116,19 @@ def build_app(metrics: Metrics, health: HealthState) -> web.Application:
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/livez", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_handler)
+    if probes:
+        app.router.add_get("/healthz", healthz)
+        app.router.add_get("/livez", healthz)
+        app.router.add_get("/readyz", readyz)
+    if serve_metrics:
+        app.router.add_get("/metrics", metrics_handler)
     return app
 
 
-async def start_http_server(addr: str, metrics: Metrics, health: HealthState) -> web.AppRunner:
-    """Serve the endpoints on ``addr`` (``:8080``, ``127.0.0.1:8080``, ``[::1]:8080``; port 0 picks a free
-    port, see bound_port). Stop it with ``await runner.cleanup()``."""
+async def _serve(addr: str, app: web.Application, what: str) -> web.AppRunner:
     host, port = parse_host_port(addr)
     # Probes and scrapes every few seconds would drown the log in access lines.
-    runner = web.AppRunner(
-        build_app(metrics, health), access_log=None, handle_signals=False, shutdown_timeout=1.0
-    )
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host=host, port=port)
@@ -125,8 +136,40 @@ async def start_http_server(addr: str, metrics: Metrics, health: HealthState) ->
     except BaseException:
         await runner.cleanup()
         raise
-    log.info("serving /healthz, /readyz and /metrics", extra={"addr": addr, "port": bound_port(runner)})
+    log.info("serving %s", what, extra={"addr": addr, "port": bound_port(runner)})
     return runner
+
+
+async def start_http_server(addr: str, metrics: Metrics, health: HealthState) -> web.AppRunner:
+    """Serve the probes and /metrics on one address (``:8080``, ``127.0.0.1:8080``, ``[::1]:8080``; port 0
+    picks a free port, see bound_port). Stop it with ``await runner.cleanup()``."""
+    return await _serve(addr, build_app(metrics, health), "/healthz, /livez, /readyz and /metrics")
+
+
+async def start_listeners(
+    metrics_addr: str, probe_addr: str, metrics: Metrics, health: HealthState
+) -> list[web.AppRunner]:
+    """The metrics and probe listeners (one when both addresses are equal; none for an address of "0").
+
+    Stop them with ``await runner.cleanup()`` each.
+    """
+    if metrics_addr == probe_addr:
+        if metrics_addr == DISABLED_ADDR:
+            return []
+        return [await start_http_server(metrics_addr, metrics, health)]
+    runners: list[web.AppRunner] = []
+    try:
+        if probe_addr != DISABLED_ADDR:
+            app = build_app(metrics, health, serve_metrics=False)
+            runners.append(await _serve(probe_addr, app, "/healthz, /livez and /readyz"))
+        if metrics_addr != DISABLED_ADDR:
+            app = build_app(metrics, health, probes=False)
+            runners.append(await _serve(metrics_addr, app, "/metrics"))
+    except BaseException:
+        for runner in runners:
+            await runner.cleanup()
+        raise
+    return runners
 
 
 def bound_port(runner: web.AppRunner) -> int:

@@ -54,7 +54,9 @@ def test_defaults_without_flags_or_env() -> None:
     assert re.fullmatch(re.escape(socket.gethostname()) + SUFFIX, s.identity), s.identity
     assert s.leader_elect is True
     assert s.workers == 4
-    assert s.http_addr == ":8080"
+    assert s.metrics_bind_address == ":8080"
+    assert s.health_probe_bind_address == ":8081"
+    assert s.deprecations == ()
     assert s.log_level == "info"
     assert s.log_format == "json"
     assert (s.lease_duration, s.renew_deadline, s.retry_period) == (15.0, 10.0, 2.0)
@@ -90,7 +92,9 @@ def test_every_flag_in_equals_and_space_forms(kubeconfig: Path) -> None:
             "--leader-elect-retry-period=500ms",
             "--workers",
             "8",
-            "--http-addr=127.0.0.1:9090",
+            "--metrics-bind-address=127.0.0.1:9090",
+            "--health-probe-bind-address",
+            "[::1]:9091",
             "--log-level=debug",
             "--log-format=text",
         ],
@@ -107,7 +111,8 @@ def test_every_flag_in_equals_and_space_forms(kubeconfig: Path) -> None:
         identity="replica-a",
         leader_elect=True,
         workers=8,
-        http_addr="127.0.0.1:9090",
+        metrics_bind_address="127.0.0.1:9090",
+        health_probe_bind_address="[::1]:9091",
         log_level="debug",
         log_format="text",
         lease_duration=30.0,
@@ -293,9 +298,19 @@ def test_parse_host_port_rejects(addr: str, message: str) -> None:
         parse_host_port(addr)
 
 
-def test_http_addr_flag_forms() -> None:
-    assert parse_args(["--http-addr=[::1]:0"], {}).http_addr == "[::1]:0"
-    assert parse_args(["--http-addr", ":9090"], {}).http_addr == ":9090"
+def test_deprecated_http_addr_serves_both_on_one_address_and_says_so() -> None:
+    s = parse_args(["--http-addr=[::1]:0"], {})
+    assert (s.metrics_bind_address, s.health_probe_bind_address) == ("[::1]:0", "[::1]:0")
+    (message,) = s.deprecations
+    assert "--http-addr is deprecated" in message
+    assert "--metrics-bind-address=[::1]:0 --health-probe-bind-address=[::1]:0" in message
+    s = parse_args(["--http-addr", ":9090"], {})
+    assert (s.metrics_bind_address, s.health_probe_bind_address) == (":9090", ":9090")
+
+
+def test_listener_flags_can_turn_a_listener_off() -> None:
+    s = parse_args(["--metrics-bind-address=0", "--health-probe-bind-address=127.0.0.1:0"], {})
+    assert (s.metrics_bind_address, s.health_probe_bind_address) == ("0", "127.0.0.1:0")
 
 
 # --- validation messages ---------------------------------------------------------------------------------
@@ -319,6 +334,12 @@ def test_http_addr_flag_forms() -> None:
         (["--workers=four"], "argument --workers: invalid integer 'four': use a whole number such as 4"),
         (["--http-addr=8080"], "--http-addr: invalid address '8080': missing port"),
         (["--http-addr=::1:80"], "--http-addr: invalid address '::1:80': put an IPv6 host in brackets"),
+        (["--metrics-bind-address=8080"], "--metrics-bind-address: invalid address '8080': missing port"),
+        (["--health-probe-bind-address=::1:80"], "--health-probe-bind-address: invalid address '::1:80'"),
+        (
+            ["--http-addr=:8080", "--metrics-bind-address=:9090"],
+            "--http-addr is deprecated and cannot be combined with --metrics-bind-address",
+        ),
         (["--log-level=verbose"], "argument --log-level: invalid choice 'verbose': use one of debug, info"),
         (["--log-format=xml"], "argument --log-format: invalid choice 'xml': use one of json, text"),
         (["--kubeconfig="], "--kubeconfig is empty: pass a file path, or omit it to use in-cluster config"),
@@ -397,7 +418,9 @@ def test_help_explains_every_flag_with_its_default(capsys: pytest.CaptureFixture
         ("--leader-elect-renew-deadline", "default: 10s"),
         ("--leader-elect-retry-period", "default: 2s"),
         ("--workers", "default: 4"),
-        ("--http-addr", "default: :8080"),
+        ("--metrics-bind-address", "default: :8080"),
+        ("--health-probe-bind-address", "default: :8081"),
+        ("--http-addr", "deprecated"),
         ("--log-level", "default: info"),
         ("--log-format", "default: json"),
     ]:

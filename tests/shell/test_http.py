@@ -9,7 +9,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.config import ConfigError
-from controller.http import HealthState, bound_port, start_http_server
+from controller.http import HealthState, bound_port, start_http_server, start_listeners
 from controller.metrics import Metrics
 
 
@@ -165,3 +165,47 @@ async def test_bound_port_requires_a_listening_runner() -> None:
             bound_port(runner)
     finally:
         await runner.cleanup()
+
+
+async def test_listeners_split_by_address(
+    metrics: Metrics, health: HealthState, session: aiohttp.ClientSession
+) -> None:
+    with socket.socket() as a, socket.socket() as b:
+        a.bind(("127.0.0.1", 0))
+        b.bind(("127.0.0.1", 0))
+        metrics_port, probe_port = a.getsockname()[1], b.getsockname()[1]
+    runners = await start_listeners(f"127.0.0.1:{metrics_port}", f"127.0.0.1:{probe_port}", metrics, health)
+    try:
+        assert sorted(bound_port(r) for r in runners) == sorted([metrics_port, probe_port])
+        m, p = f"http://127.0.0.1:{metrics_port}", f"http://127.0.0.1:{probe_port}"
+        assert (await get(session, m + "/metrics"))[0] == 200
+        for path in ("/healthz", "/livez", "/readyz"):
+            assert (await get(session, p + path))[::2] == (200, "ok")
+            assert (await get(session, m + path))[0] == 404
+        assert (await get(session, p + "/metrics"))[0] == 404
+    finally:
+        for r in runners:
+            await r.cleanup()
+
+
+async def test_one_address_gives_one_listener_and_zero_turns_one_off(
+    metrics: Metrics, health: HealthState, session: aiohttp.ClientSession
+) -> None:
+    with socket.socket() as a:
+        a.bind(("127.0.0.1", 0))
+        port = a.getsockname()[1]
+    (runner,) = await start_listeners(f"127.0.0.1:{port}", f"127.0.0.1:{port}", metrics, health)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert (await get(session, base + "/metrics"))[0] == 200
+        assert (await get(session, base + "/readyz"))[0] == 200
+    finally:
+        await runner.cleanup()
+    (runner,) = await start_listeners("0", "127.0.0.1:0", metrics, health)
+    try:
+        base = f"http://127.0.0.1:{bound_port(runner)}"
+        assert (await get(session, base + "/healthz"))[0] == 200
+        assert (await get(session, base + "/metrics"))[0] == 404
+    finally:
+        await runner.cleanup()
+    assert await start_listeners("0", "0", metrics, health) == []

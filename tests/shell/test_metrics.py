@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import importlib.metadata
+import platform
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -19,6 +22,22 @@ DESIGN_NAMES = {
     "stablelb_workqueue_retries": "counter",
     "stablelb_leader": "gauge",
     "stablelb_watch_restarts": "counter",
+    # issue 11: build, API client and pending-Service metrics, and client_python's process/runtime ones
+    "stablelb_build_info": "gauge",
+    "stablelb_api_requests": "counter",
+    "stablelb_api_request_duration_seconds": "histogram",
+    "stablelb_services_pending": "gauge",
+    "stablelb_services_pending_oldest_seconds": "gauge",
+    "process_cpu_seconds": "counter",
+    "process_max_fds": "gauge",
+    "process_open_fds": "gauge",
+    "process_resident_memory_bytes": "gauge",
+    "process_virtual_memory_bytes": "gauge",
+    "process_start_time_seconds": "gauge",
+    "python_info": "gauge",
+    "python_gc_objects_collected": "counter",
+    "python_gc_objects_uncollectable": "counter",
+    "python_gc_collections": "counter",
 }
 
 
@@ -143,3 +162,53 @@ def test_render_for_negotiates_openmetrics() -> None:
     body, content_type = m.render_for("application/openmetrics-text; version=1.0.0")
     assert content_type.startswith("application/openmetrics-text")
     assert body.endswith(b"# EOF\n")
+
+
+def test_build_info_names_version_revision_and_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STABLELB_REVISION", "0123abc")
+    ((_, labels),) = [k for k in samples(Metrics()) if k[0] == "stablelb_build_info"]
+    info = dict(labels)
+    assert info["revision"] == "0123abc"
+    assert info["version"] == importlib.metadata.version("stablelb")
+    assert info["python_version"] == platform.python_version()
+    monkeypatch.delenv("STABLELB_REVISION")
+    ((_, labels),) = [k for k in samples(Metrics()) if k[0] == "stablelb_build_info"]
+    assert dict(labels)["revision"] == "unknown"
+
+
+def test_api_requests_are_counted_and_timed_by_verb_resource_and_code() -> None:
+    m = Metrics()
+    m.api_request("update", "services/status", "200", 0.02)
+    m.api_request("update", "services/status", "409", 0.03)
+    m.api_request("watch", "services", "<error>", 1.5)
+    s = samples(m)
+    total = "stablelb_api_requests_total"
+    assert s[(total, (("code", "200"), ("resource", "services/status"), ("verb", "update")))] == 1
+    assert s[(total, (("code", "409"), ("resource", "services/status"), ("verb", "update")))] == 1
+    assert s[(total, (("code", "<error>"), ("resource", "services"), ("verb", "watch")))] == 1
+    count = "stablelb_api_request_duration_seconds_count"
+    assert s[(count, (("resource", "services/status"), ("verb", "update")))] == 2
+    assert s[(count, (("resource", "services"), ("verb", "watch")))] == 1
+
+
+def test_pending_gauges_read_the_source_at_scrape_time() -> None:
+    now = [1000.0]
+    m = Metrics(clock=lambda: now[0])
+    assert samples(m)[("stablelb_services_pending", ())] == 0
+    assert samples(m)[("stablelb_services_pending_oldest_seconds", ())] == 0
+    waiting = [700.0, 940.0]
+    m.set_pending_source(lambda: waiting)
+    assert samples(m)[("stablelb_services_pending", ())] == 2
+    assert samples(m)[("stablelb_services_pending_oldest_seconds", ())] == 300
+    now[0] = 1600.0  # the age grows between scrapes without anything being set
+    assert samples(m)[("stablelb_services_pending_oldest_seconds", ())] == 900
+
+
+def test_a_failing_pending_source_does_not_break_the_scrape() -> None:
+    m = Metrics()
+
+    def broken() -> list[float]:
+        raise RuntimeError("cache gone")
+
+    m.set_pending_source(broken)
+    assert samples(m)[("stablelb_services_pending", ())] == 0
