@@ -36,6 +36,8 @@ __all__ = [
     "ATTR_REQUEUES",
     "ATTR_RESULT",
     "DEFAULT_SERVICE_NAME",
+    "RESOURCE_K8S_NAMESPACE",
+    "RESOURCE_K8S_POD",
     "SPAN_RECONCILE_POOL",
     "SPAN_RECONCILE_SERVICE",
     "TRACER_NAME",
@@ -63,6 +65,9 @@ ATTR_IPS = "stablelb.ips"
 ATTR_RESULT = "stablelb.result"
 ATTR_QUEUE_WAIT_MS = "stablelb.queue_wait_ms"
 ATTR_REQUEUES = "stablelb.requeues"
+# Resource attributes (semantic conventions) naming the Pod this process runs in.
+RESOURCE_K8S_POD = "k8s.pod.name"
+RESOURCE_K8S_NAMESPACE = "k8s.namespace.name"
 
 _lock = threading.Lock()
 _provider: TracerProvider | None = None
@@ -80,12 +85,18 @@ def _truthy(name: str) -> bool:
 
 
 def build_resource(service_name: str = DEFAULT_SERVICE_NAME) -> Resource:
-    """Resource with our service name/version unless ``OTEL_SERVICE_NAME``/``OTEL_RESOURCE_ATTRIBUTES`` say
-    otherwise (the environment wins, as the specification requires)."""
+    """Resource with our service name/version and the Pod (``k8s.pod.name``, ``k8s.namespace.name`` from the
+    downward API's ``POD_NAME``/``POD_NAMESPACE``, so the replicas' spans differ), unless
+    ``OTEL_SERVICE_NAME``/``OTEL_RESOURCE_ATTRIBUTES`` say otherwise (the environment wins, as the
+    specification requires)."""
     defaults: dict[str, str] = {SERVICE_NAME: service_name}
     version = _version()
     if version:
         defaults[SERVICE_VERSION] = version
+    for attr, env_name in ((RESOURCE_K8S_POD, "POD_NAME"), (RESOURCE_K8S_NAMESPACE, "POD_NAMESPACE")):
+        value = os.environ.get(env_name, "").strip()
+        if value:
+            defaults[attr] = value
     env_attrs = OTELResourceDetector().detect().attributes
     merged = {**defaults, **{k: v for k, v in env_attrs.items() if isinstance(v, str)}}
     return Resource.create(merged)

@@ -39,6 +39,8 @@ OTEL_VARS = (
     "OTEL_EXPORTER_OTLP_PROTOCOL",
     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
     "OTEL_TRACES_SAMPLER",
+    "POD_NAME",
+    "POD_NAMESPACE",
 )
 
 
@@ -184,6 +186,23 @@ def test_resource_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OTEL_SERVICE_NAME")
     monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES")
     assert setup_tracing("custom", set_global=False).resource.attributes["service.name"] == "custom"
+
+
+def test_resource_names_the_pod_from_the_downward_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two replicas of the Deployment: their spans must be told apart.
+    attrs = setup_tracing(set_global=False).resource.attributes
+    assert "k8s.pod.name" not in attrs and "k8s.namespace.name" not in attrs
+    monkeypatch.setenv("POD_NAME", "stablelb-controller-7d9f-abcde")
+    monkeypatch.setenv("POD_NAMESPACE", "kube-system")
+    attrs = setup_tracing(set_global=False).resource.attributes
+    assert attrs["k8s.pod.name"] == "stablelb-controller-7d9f-abcde"
+    assert attrs["k8s.namespace.name"] == "kube-system"
+    monkeypatch.setenv("POD_NAME", "stablelb-controller-7d9f-fghij")
+    other = setup_tracing(set_global=False).resource.attributes
+    assert other["k8s.pod.name"] == "stablelb-controller-7d9f-fghij"
+    # OTEL_RESOURCE_ATTRIBUTES still wins.
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "k8s.pod.name=explicit")
+    assert setup_tracing(set_global=False).resource.attributes["k8s.pod.name"] == "explicit"
 
 
 async def test_spans_arrive_at_a_local_otlp_receiver(monkeypatch: pytest.MonkeyPatch) -> None:
