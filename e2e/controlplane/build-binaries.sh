@@ -3,12 +3,19 @@
 # Go module proxy, caching them under ~/.cache/stablelb/bin/<component>-<version>/.
 # $KUBEBUILDER_ASSETS (envtest's convention: one folder with kube-apiserver and etcd), when set and complete,
 # is used instead of building those two; e2e/harness/binaries.py looks in the same places in the same order.
-# Usage: build-binaries.sh [kube|etcd|jaeger|default|all]   (default: etcd kube)
+# Usage: build-binaries.sh [kube|etcd|jaeger|promtool|kube-oldest|helm|actionlint|packaging|default|all]
+#   (default: etcd kube; packaging: helm actionlint kube-oldest)
 set -euo pipefail
 
 K8S_VERSION="${STABLELB_K8S_VERSION:-v1.36.3}"
 ETCD_VERSION="${STABLELB_ETCD_VERSION:-v3.6.16}"
 JAEGER_VERSION="${STABLELB_JAEGER_VERSION:-v1.76.0}"
+# promtool checks and unit-tests the alert rules: module github.com/prometheus/prometheus v0.316.0 = Prometheus 3.16.0.
+PROMTOOL_VERSION="${STABLELB_PROMTOOL_VERSION:-v0.316.0}"
+# Packaging checks: the oldest supported Kubernetes minor (the newest three are supported), helm, actionlint.
+K8S_OLDEST_VERSION="${STABLELB_K8S_OLDEST_VERSION:-v1.34.4}"
+HELM_VERSION="${STABLELB_HELM_VERSION:-v4.3.2}"
+ACTIONLINT_VERSION="${STABLELB_ACTIONLINT_VERSION:-v1.7.12}"
 CACHE="${STABLELB_CACHE:-$HOME/.cache/stablelb}"
 
 START=$SECONDS
@@ -114,12 +121,74 @@ build_jaeger() {
   say "jaeger $JAEGER_VERSION built into $out"
 }
 
+# The oldest supported kube-apiserver, for the version matrix; same recipe, its own cache folder.
+build_kube_oldest() {
+  K8S_VERSION="$K8S_OLDEST_VERSION" build_kube
+}
+
+# A Go command-line tool from one pinned module version: $1 name, $2 module, $3 package, $4 version,
+# $5 extra -ldflags (version stamp).
+build_go_tool() {
+  local name="$1" module="$2" pkg="$3" version="$4" ld="$5"
+  local out="$CACHE/bin/$name-$version"
+  if [[ -x "$out/$name" ]]; then say "$name $version cached in $out"; return; fi
+  need_go
+  local dir
+  dir=$(work_module)
+  say "$name $version: resolving and building (~1-3 min cold on 2 cores)"
+  (cd "$dir" && go mod init "${name}build" >/dev/null 2>&1 \
+     && printf '//go:build tools\n\npackage tools\n\nimport _ "%s"\n' "$pkg" >tools.go \
+     && go get "$module@$version" >/dev/null 2>&1 && go mod tidy >/dev/null 2>&1) \
+    || { say "resolving $name failed (network? GOPROXY?); rerun by hand: cd $dir && go get $module@$version"; exit 1; }
+  mkdir -p "$out.tmp"
+  (cd "$dir" && go build -ldflags "-s -w $ld" -o "$out.tmp/$name" "$pkg")
+  rm -rf "$out" && mv "$out.tmp" "$out"
+  rm -rf "$dir"
+  say "$name $version built into $out"
+}
+
+build_helm() {
+  build_go_tool helm helm.sh/helm/v4 helm.sh/helm/v4/cmd/helm "$HELM_VERSION" \
+    "-X helm.sh/helm/v4/internal/version.version=$HELM_VERSION"
+}
+
+build_actionlint() {
+  build_go_tool actionlint github.com/rhysd/actionlint github.com/rhysd/actionlint/cmd/actionlint \
+    "$ACTIONLINT_VERSION" "-X github.com/rhysd/actionlint.version=$ACTIONLINT_VERSION"
+}
+
+# promtool from Prometheus's module. The remove_all_sd tag leaves out the service-discovery plugins (every
+# cloud SDK), which the rule commands never use.
+build_promtool() {
+  local out="$CACHE/bin/promtool-$PROMTOOL_VERSION"
+  if [[ -x "$out/promtool" ]]; then say "promtool $PROMTOOL_VERSION cached in $out"; return; fi
+  need_go
+  local dir
+  dir=$(work_module)
+  say "promtool $PROMTOOL_VERSION: resolving and building (~10 min cold on 2 cores)"
+  (cd "$dir" && go mod init promtoolbuild >/dev/null 2>&1 \
+     && go get -tool "github.com/prometheus/prometheus/cmd/promtool@$PROMTOOL_VERSION" >/dev/null 2>&1) \
+    || { say "resolving promtool failed (network? GOPROXY?); rerun by hand: cd $dir && go get -tool github.com/prometheus/prometheus/cmd/promtool@$PROMTOOL_VERSION"; exit 1; }
+  mkdir -p "$out.tmp"
+  (cd "$dir" && go build -tags remove_all_sd \
+     -ldflags "-s -w -X github.com/prometheus/common/version.Version=$PROMTOOL_VERSION" \
+     -o "$out.tmp/promtool" github.com/prometheus/prometheus/cmd/promtool)
+  rm -rf "$out" && mv "$out.tmp" "$out"
+  rm -rf "$dir"
+  say "promtool $PROMTOOL_VERSION built into $out"
+}
+
 what="${1:-default}"
 case "$what" in
   kube) build_kube ;;
   etcd) build_etcd ;;
   jaeger) build_jaeger ;;
+  promtool) build_promtool ;;
+  kube-oldest) build_kube_oldest ;;
+  helm) build_helm ;;
+  actionlint) build_actionlint ;;
+  packaging) build_helm; build_actionlint; build_kube_oldest ;;
   default) build_etcd; build_kube ;;
-  all) build_etcd; build_kube; build_jaeger ;;
-  *) say "usage: $0 [kube|etcd|jaeger|default|all]"; exit 2 ;;
+  all) build_etcd; build_kube; build_jaeger; build_helm; build_actionlint; build_kube_oldest; build_promtool ;;
+  *) say "usage: $0 [kube|etcd|jaeger|promtool|kube-oldest|helm|actionlint|packaging|default|all]"; exit 2 ;;
 esac

@@ -13,6 +13,10 @@ BUILD_SCRIPT = REPO_ROOT / "e2e" / "controlplane" / "build-binaries.sh"
 K8S_VERSION = os.environ.get("STABLELB_K8S_VERSION", "v1.36.3")
 ETCD_VERSION = os.environ.get("STABLELB_ETCD_VERSION", "v3.6.16")
 JAEGER_VERSION = os.environ.get("STABLELB_JAEGER_VERSION", "v1.76.0")
+# Packaging checks (defaults as in build-binaries.sh): the oldest supported kube-apiserver, helm, actionlint.
+K8S_OLDEST_VERSION = os.environ.get("STABLELB_K8S_OLDEST_VERSION", "v1.34.4")
+HELM_VERSION = os.environ.get("STABLELB_HELM_VERSION", "v4.3.2")
+ACTIONLINT_VERSION = os.environ.get("STABLELB_ACTIONLINT_VERSION", "v1.7.12")
 
 
 class BinariesMissing(RuntimeError):
@@ -66,4 +70,26 @@ def jaeger_binary(*, build: bool = True) -> Path:
         if not build:
             raise BinariesMissing("jaeger not found; run `make binaries`")
         _build("jaeger")
+    return path
+
+
+def oldest_control_plane_binaries(*, build: bool = True) -> ControlPlaneBinaries:
+    """kube-apiserver of the oldest supported minor (with the usual etcd), cached like the default one."""
+    newest = control_plane_binaries(build=build)
+    kube = cache_dir() / f"k8s-{K8S_OLDEST_VERSION}" / "kube-apiserver"
+    if not _executable(kube):
+        if not build:
+            raise BinariesMissing(f"kube-apiserver {K8S_OLDEST_VERSION} missing: run `make binaries`")
+        _build("kube-oldest")
+    return ControlPlaneBinaries(kube, newest.etcd)
+
+
+def tool_binary(name: str, *, build: bool = True) -> Path:
+    """A pinned Go tool from build-binaries.sh: "helm" or "actionlint"."""
+    version = {"helm": HELM_VERSION, "actionlint": ACTIONLINT_VERSION}[name]
+    path = cache_dir() / f"{name}-{version}" / name
+    if not _executable(path):
+        if not build:
+            raise BinariesMissing(f"{name} {version} missing: run `make binaries`")
+        _build(name)
     return path

@@ -1,0 +1,51 @@
+"""One version: controller/__init__.py's __version__ is the package version, the chart's version and
+appVersion, and the kustomization's image tag (`make set-version VERSION=x.y.z` changes them together)."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+import controller
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_package_version_comes_from_the_controller_package_only() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in project["project"]
+    assert project["project"]["dynamic"] == ["version"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "controller.__version__"}
+    assert re.fullmatch(r"\d+\.\d+\.\d+", controller.__version__)
+
+
+def test_chart_and_kustomization_carry_the_same_version() -> None:
+    chart = yaml.safe_load((ROOT / "charts/stablelb/Chart.yaml").read_text())
+    kustomization = yaml.safe_load((ROOT / "manifests/kustomization.yaml").read_text())
+    [image] = kustomization["images"]
+    assert (chart["version"], chart["appVersion"], str(image["newTag"])) == (controller.__version__,) * 3
+    assert image["name"] == "stablelb-controller"
+    chart_values = yaml.safe_load((ROOT / "charts/stablelb/values.yaml").read_text())
+    assert chart_values["image"]["repository"] == image["newName"]
+    assert chart_values["image"]["tag"] == ""  # the chart's appVersion
+
+
+def test_dockerfile_names_no_version_and_pins_its_base_by_digest() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert controller.__version__ not in dockerfile
+    [base] = re.findall(r"^ARG PYTHON_IMAGE=(\S+)$", dockerfile, re.M)
+    name, _, digest = base.partition("@")
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest)
+    assert f"# {name}," in dockerfile  # the comment naming the tag
+    for label in ("source", "version", "revision", "licenses"):
+        assert f"org.opencontainers.image.{label}=" in dockerfile
+
+
+def test_license_file_is_the_license_the_package_declares() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "Apache-2.0"
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
