@@ -37,6 +37,7 @@ def test_kustomization_lists_every_manifest_and_no_sample() -> None:
             "Role",
             "RoleBinding",
             "Deployment",
+            "PodDisruptionBudget",
             "Service",
         ]
     )
@@ -99,15 +100,36 @@ def test_deployment_runs_two_leader_elected_replicas_with_probes() -> None:
     assert pod["serviceAccountName"] == "stablelb-controller"
     [container] = pod["containers"]
     assert "--leader-elect=true" in container["args"]
-    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"] if "valueFrom" in e}
     assert env == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert container["ports"][0]["containerPort"] == 8080
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": 8080, "probes": 8081}
+    assert {"--metrics-bind-address=:8080", "--health-probe-bind-address=:8081"} <= set(container["args"])
+    probes = {"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}
+    for probe, path in probes.items():
+        assert container[probe]["httpGet"] == {"path": path, "port": "probes"}
+        assert container[probe]["timeoutSeconds"] >= 1
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     service = _by_kind("Service")
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+
+
+def test_deployment_is_scheduled_like_a_cluster_add_on() -> None:
+    deployment = _by_kind("Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert pod["priorityClassName"] == "system-cluster-critical"
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    spread = {c["topologyKey"]: c for c in pod["topologySpreadConstraints"]}
+    assert set(spread) == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+    for constraint in spread.values():
+        assert constraint["labelSelector"]["matchLabels"] == selector
+        assert constraint["whenUnsatisfiable"] == "ScheduleAnyway"
+    pdb = _by_kind("PodDisruptionBudget")
+    assert pdb["spec"] == {"minAvailable": 1, "selector": {"matchLabels": selector}}
+    assert pdb["metadata"]["namespace"] == deployment["metadata"]["namespace"]
 
 
 def test_crd_serves_status_subresource_printer_columns_and_big_counts(
