@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import aiohttp
+
 __all__ = [
     "Credentials",
     "CredentialsError",
@@ -43,8 +45,12 @@ EXPIRY_MARGIN = 10.0
 _EXEC_API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
 
 
-class CredentialsError(Exception):
-    """Credentials could not be obtained; the message says what to fix."""
+class CredentialsError(aiohttp.ClientError):
+    """Credentials could not be obtained; the message says what to fix.
+
+    An aiohttp.ClientError, so a plugin failing mid-run takes the callers' transport-error path (backoff
+    and retry, as for an unreachable API server) instead of ending an informer or the leader elector.
+    """
 
 
 class Credentials(Protocol):

@@ -108,17 +108,13 @@ def _credentials(user: Mapping[str, Any], base_dir: Path, cluster: Mapping[str, 
 def _exec_cluster_info(cluster: Mapping[str, Any], ca: bytes | None) -> dict[str, Any]:
     """spec.cluster of the ExecCredential handed to a plugin with provideClusterInfo."""
     info: dict[str, Any] = {"server": cluster.get("server", "")}
-    for src, dst in (
-        ("tls-server-name", "tls-server-name"),
-        ("insecure-skip-tls-verify", "insecure-skip-tls-verify"),
-        ("proxy-url", "proxy-url"),
-    ):
-        if src in cluster:
-            info[dst] = cluster[src]
+    for key in ("tls-server-name", "insecure-skip-tls-verify", "proxy-url"):
+        if key in cluster:
+            info[key] = cluster[key]
     if ca:
         info["certificate-authority-data"] = base64.b64encode(ca).decode()
-    extension = (cluster.get("extensions") or [])
-    for ext in extension:
+    # Per-cluster plugin configuration lives in this named extension (client-go's convention).
+    for ext in cluster.get("extensions") or ():
         if isinstance(ext, dict) and ext.get("name") == "client.authentication.k8s.io/exec":
             info["config"] = ext.get("extension")
     return info

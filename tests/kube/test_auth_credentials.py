@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 
-from controller.kube.client import request_labels
+from controller.kube.client import KubeClient, request_labels
 from controller.kube.credentials import (
     CredentialsError,
     ExecCredentials,
@@ -19,7 +20,7 @@ from controller.kube.credentials import (
     StaticCredentials,
     TokenFileCredentials,
 )
-from controller.kube.kubeconfig import KubeconfigError, in_cluster, load_kubeconfig
+from controller.kube.kubeconfig import Connection, KubeconfigError, in_cluster, load_kubeconfig
 
 # A plugin that answers token-<n> on its n-th run, valid until $EXPIRY, and records what it was told.
 PLUGIN = """\
@@ -233,3 +234,14 @@ def test_request_labels(
     method: str, path: str, query: dict[str, str] | None, watch: bool, labels: tuple[str, str]
 ) -> None:
     assert request_labels(method, path, query, watch=watch) == labels
+
+
+async def test_a_failing_plugin_surfaces_as_a_transport_error_callers_retry() -> None:
+    # Informers and the leader elector back off and retry on aiohttp.ClientError; they must not die here.
+    spec = ExecSpec(command=sys.executable, args=("-c", "import sys; sys.exit(1)"), interactive_mode="Never")
+    client = KubeClient.from_connection(Connection("https://127.0.0.1:1", credentials=ExecCredentials(spec)))
+    try:
+        with pytest.raises(aiohttp.ClientError, match="exited with 1"):
+            await client.request("GET", "/api/v1/services")
+    finally:
+        await client.close()
