@@ -69,3 +69,43 @@ bench: venv binaries
 	$(PY) bench/allocator.py
 	$(PY) bench/informer.py
 	$(PY) bench/controller.py --services 1000
+
+# Packaging: lock files, one version everywhere, the image, the supported Kubernetes range.
+.PHONY: lock set-version image version-matrix
+PIP_TOOLS_VENV ?= $(VENV)-lock
+# Runtime (requirements.lock) and wheel-build (requirements-build.lock) dependencies with hashes, for
+# Python 3.11 (the image's); tests/packaging/test_lock.py fails while they disagree with pyproject.toml.
+lock:
+	@test -x $(PIP_TOOLS_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(PIP_TOOLS_VENV) && \
+	  $(PIP_TOOLS_VENV)/bin/pip install -q 'pip==23.2.1' 'pip-tools==7.6.2'; }
+	$(PIP_TOOLS_VENV)/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url \
+	  --no-emit-find-links --output-file requirements.lock pyproject.toml
+	$(PIP_TOOLS_VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+	  --no-emit-find-links --build-deps-for=wheel --only-build-deps --output-file requirements-build.lock pyproject.toml
+
+# make set-version VERSION=0.2.0: the package, the chart (version, appVersion) and the kustomize image tag.
+set-version:
+	@[[ "$(VERSION)" =~ ^[0-9]+\.[0-9]+\.[0-9]+$$ ]] || { echo "usage: make set-version VERSION=x.y.z"; exit 2; }
+	sed -i -E 's/^__version__ = ".*"/__version__ = "$(VERSION)"/' controller/__init__.py
+	sed -i -E 's/^version: .*/version: $(VERSION)/; s/^appVersion: .*/appVersion: "$(VERSION)"/' charts/stablelb/Chart.yaml
+	sed -i -E 's/^  newTag: .*/  newTag: $(VERSION)/' manifests/kustomization.yaml
+
+# make image IMAGE=registry.example.com/stablelb-controller [PLATFORMS=linux/amd64,linux/arm64] (needs docker buildx).
+IMAGE ?= stablelb-controller
+PLATFORMS ?= linux/amd64
+image:
+	$(eval VERSION := $(shell $(PYTHON) -c 'import controller; print(controller.__version__)'))
+	docker buildx build --platform $(PLATFORMS) --build-arg VERSION=$(VERSION) \
+	  --build-arg REVISION=$$(git rev-parse HEAD) -t $(IMAGE):$(VERSION) $(if $(PUSH),--push,--load) .
+
+# The supported Kubernetes range (newest three minors): the manifests, the CRD and the e2e smoke run against
+# the oldest and the newest kube-apiserver. `make test` runs the CRD and manifests on both already.
+K8S_OLDEST_VERSION ?= v1.34.4
+K8S_NEWEST_VERSION ?= v1.36.3
+MATRIX_TESTS ?= tests/cluster/test_manifests.py tests/cluster/test_crd_validation.py e2e/test_startup.py e2e/test_stability.py
+version-matrix: venv binaries
+	@for v in $(K8S_OLDEST_VERSION) $(K8S_NEWEST_VERSION); do \
+	  echo "== kube-apiserver $$v"; \
+	  STABLELB_K8S_VERSION=$$v bash e2e/controlplane/build-binaries.sh kube || exit 1; \
+	  STABLELB_K8S_VERSION=$$v $(PY) -m pytest $(MATRIX_TESTS) -q $(PYTEST_ARGS) || exit 1; \
+	done

@@ -4,6 +4,8 @@ appVersion, and the kustomization's image tag (`make set-version VERSION=x.y.z` 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -49,3 +51,17 @@ def test_license_file_is_the_license_the_package_declares() -> None:
     assert project["license"] == "Apache-2.0"
     text = (ROOT / "LICENSE").read_text()
     assert "Apache License" in text and "Version 2.0, January 2004" in text
+
+
+def test_make_set_version_changes_every_copy(tmp_path: Path) -> None:
+    copies = ["controller/__init__.py", "charts/stablelb/Chart.yaml", "manifests/kustomization.yaml"]
+    for name in ["Makefile", *copies]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, tmp_path / name)
+    subprocess.run(["make", "-s", "-C", str(tmp_path), "set-version", "VERSION=9.8.7"], check=True)
+
+    assert '__version__ = "9.8.7"' in (tmp_path / "controller/__init__.py").read_text()
+    chart = yaml.safe_load((tmp_path / "charts/stablelb/Chart.yaml").read_text())
+    assert (chart["version"], chart["appVersion"]) == ("9.8.7", "9.8.7")
+    [image] = yaml.safe_load((tmp_path / "manifests/kustomization.yaml").read_text())["images"]
+    assert str(image["newTag"]) == "9.8.7"
