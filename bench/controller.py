@@ -2,19 +2,28 @@
 
 Starts its own LocalCluster (dual-stack), applies manifests/, creates an IPPool of exactly N addresses
 (10.200.0.0 upwards, data only: nothing ever contacts them) and one controller process (leader election on,
-running as the stablelb-controller ServiceAccount with the manifests' RBAC). Then measures:
+running as the stablelb-controller ServiceAccount with the manifests' RBAC). Services are spread over
+--namespaces namespaces; --total T > N adds T - N headless ClusterIP Services (created before the controller
+starts) so the population looks like a real cluster's: many Services, few of them LoadBalancers. Measures:
 
-1. time until all N Services, created with --concurrency parallel requests, have an IP (seen on a watch);
+0. the bare limit: the same N LoadBalancer Services created by this load generator with no controller
+   running, each followed by the status PATCH and the Event a controller would write (same concurrency,
+   same run; deleted again before the controller starts);
+1. time until all N Services, created with --concurrency parallel requests, have an IP (seen on a watch),
+   against that bare limit;
 2. Service status writes per Service in that phase (MODIFIED events on the watch; also the API server's
    own request counters for services/status, ippools/status and Events);
 3. with the pool now exactly full, one more Service waits Pending; deleting one Service of N must change
    no other Service (resourceVersion watch over --settle seconds) except the pending one, which gets
    the freed IP (time reported);
 4. controller CPU seconds (utime+stime) and peak RSS (VmHWM);
-5. restart (SIGTERM, start again): time from process start to /readyz 200 and to every Service
-   reconciled (reconcile count from /metrics, queue empty), and the writes that caused (must be 0).
+5. controller CPU per non-LoadBalancer Service event (--non-lb-events creates + as many updates);
+6. restart (SIGTERM; one LoadBalancer Service deleted and a new one created while it is down; start again):
+   time from process start to /readyz 200, to the new Service served, and to every Service reconciled
+   (reconcile count from /metrics, queue empty), the writes that caused, and the peak RSS of that process.
 
-Usage: .venv/bin/python bench/controller.py --services 1000 [--keep] [--profile]
+Usage: .venv/bin/python bench/controller.py --services 1000 [--total 10000 --namespaces 100] [--keep]
+                                          [--profile]
   --keep      copy the logs (controller, kube-apiserver, etcd) to a directory printed at the end
   --profile   run the controller under cProfile and print its top functions (slower; separate run)
 """
@@ -53,7 +62,9 @@ from e2e.harness.controllers import ControllerSet
 from e2e.harness.manifests import MANIFESTS, install, load_kustomization
 
 NAMESPACE = "bench"
+BARE_NAMESPACE = "bench-bare"
 POOL = "bench"
+BARE_IP_BASE = ipaddress.IPv4Address("10.250.0.0")
 POOL_START = ipaddress.IPv4Address("10.200.0.0")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -153,8 +164,10 @@ class ServiceWatch:
 
 
 async def run_watch(session: aiohttp.ClientSession, base: str, rv: str, watch: ServiceWatch) -> None:
-    query = {"watch": "1", "resourceVersion": rv, "allowWatchBookmarks": "true", "timeoutSeconds": "3600"}
-    url = f"{base}/api/v1/namespaces/{NAMESPACE}/services"
+    # Every namespace, LoadBalancer Services only (the background population is not what is measured).
+    query = {"watch": "1", "resourceVersion": rv, "allowWatchBookmarks": "true", "timeoutSeconds": "3600",
+             "fieldSelector": "spec.type=LoadBalancer"}
+    url = f"{base}/api/v1/services"
     async with session.get(url, params=query, timeout=aiohttp.ClientTimeout(total=None)) as resp:
         resp.raise_for_status()
         async for line in resp.content:
@@ -205,6 +218,21 @@ def service_body(name: str) -> dict[str, Any]:
     }
 
 
+def background_body(name: str) -> dict[str, Any]:
+    """A Service that is not a LoadBalancer: headless, so the API server allocates no ClusterIP for it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": {"app": name, "tier": "backend"}},
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": "None",
+            "selector": {"app": name},
+            "ports": [{"name": "http", "protocol": "TCP", "port": 80}],
+        },
+    }
+
+
 def service_name(i: int) -> str:
     return f"svc-{i:05d}"
 
@@ -213,12 +241,17 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.n: int = args.services
+        self.background = max(0, args.total - self.n) if args.total else 0
+        count = max(1, args.namespaces)
+        self.namespaces = [NAMESPACE] if count == 1 else [f"{NAMESPACE}-{k:03d}" for k in range(count)]
+        self.ns_of: dict[str, str] = {}
         self.rows: list[tuple[str, str]] = []
         self.cluster: LocalCluster | None = None
         self.controllers: ControllerSet | None = None
         self.current = 0
         self.ips: dict[str, list[str]] = {}
         self.kubeconfig: Path | None = None
+        self.bare_seconds = 0.0
         self.profile_dir = Path(tempfile.mkdtemp(prefix="stablelb-bench-prof-")) if args.profile else None
 
     def row(self, name: str, value: str) -> None:
@@ -230,9 +263,10 @@ class Bench:
         log("starting LocalCluster (dual-stack)")
         self.cluster = cluster = LocalCluster.start(dual_stack=True, name="bench")
         install(cluster.api, load_kustomization(MANIFESTS))
-        cluster.api.post(
-            "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
-        )
+        for ns in [*self.namespaces, BARE_NAMESPACE]:
+            cluster.api.post(
+                "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+            )
         last = POOL_START + self.n + self.args.backlog - 1
         cluster.api.post(
             "/apis/stablelb.io/v1alpha1/ippools",
@@ -332,23 +366,132 @@ class Bench:
         return self.controllers.pid(self.current)
 
     # -- phases -----------------------------------------------------------------------------------
-    async def create_services(self, session: aiohttp.ClientSession, names: list[str]) -> None:
+    def namespace(self, name: str) -> str:
+        """Where a Service lives: svc-NNNNN round-robin over the namespaces, everything else in the first."""
+        ns = self.ns_of.get(name)
+        if ns is None:
+            index = int(name.rsplit("-", 1)[1]) if name.startswith("svc-") else 0
+            ns = self.ns_of[name] = self.namespaces[index % len(self.namespaces)]
+        return ns
+
+    def svc_path(self, name: str) -> str:
+        return f"/api/v1/namespaces/{self.namespace(name)}/services/{name}"
+
+    async def send(
+        self, session: aiohttp.ClientSession, method: str, path: str, body: Any, *, patch: bool = False
+    ) -> None:
         assert self.cluster is not None
-        sem = asyncio.Semaphore(self.args.concurrency)
-        url = f"{self.cluster.server}/api/v1/namespaces/{NAMESPACE}/services"
+        url = f"{self.cluster.server}{path}"
+        headers = {"Content-Type": "application/merge-patch+json"} if patch else None
+        for attempt in range(5):
+            async with session.request(method, url, data=orjson.dumps(body), headers=headers) as resp:
+                if resp.status < 300:
+                    return
+                if resp.status in (429, 500, 503, 504) and attempt < 4:
+                    await asyncio.sleep(0.5)
+                    continue
+                raise RuntimeError(f"{method} {path}: {resp.status} {await resp.text()}")
+
+    async def create_services(
+        self,
+        session: aiohttp.ClientSession,
+        names: list[str],
+        body: Callable[[str], dict[str, Any]] = service_body,
+        concurrency: int | None = None,
+    ) -> None:
+        sem = asyncio.Semaphore(concurrency or self.args.concurrency)
 
         async def create(name: str) -> None:
             async with sem:
-                for attempt in range(5):
-                    async with session.post(url, data=orjson.dumps(service_body(name))) as resp:
-                        if resp.status < 300:
-                            return
-                        if resp.status in (429, 500, 503, 504) and attempt < 4:
-                            await asyncio.sleep(0.5)
-                            continue
-                        raise RuntimeError(f"create {name}: {resp.status} {await resp.text()}")
+                path = f"/api/v1/namespaces/{self.namespace(name)}/services"
+                await self.send(session, "POST", path, body(name))
 
         await asyncio.gather(*(create(name) for name in names))
+
+    def current_rv(self) -> str:
+        assert self.cluster is not None
+        return str(self.cluster.api.get("/api/v1/services?limit=1")["metadata"]["resourceVersion"])
+
+    async def phase_bare(self, session: aiohttp.ClientSession) -> None:
+        """The work any controller must cause, issued by the load generator alone: create, PATCH, Event."""
+        sem = asyncio.Semaphore(self.args.concurrency)
+        base = f"/api/v1/namespaces/{BARE_NAMESPACE}"
+
+        async def one(i: int) -> None:
+            name = f"bare-{i:05d}"
+            async with sem:
+                await self.send(session, "POST", f"{base}/services", service_body(name))
+                ip = str(BARE_IP_BASE + i)
+                status = {"status": {"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}}}
+                await self.send(session, "PATCH", f"{base}/services/{name}/status", status, patch=True)
+                event = {
+                    "apiVersion": "v1",
+                    "kind": "Event",
+                    "metadata": {"generateName": f"{name}."},
+                    "involvedObject": {"kind": "Service", "apiVersion": "v1", "namespace": BARE_NAMESPACE,
+                                       "name": name},
+                    "reason": "IPAllocated",
+                    "message": f"assigned {ip} from pool bare",
+                    "type": "Normal",
+                    "source": {"component": "bench-bare"},
+                    "count": 1,
+                }
+                await self.send(session, "POST", f"{base}/events", event)
+
+        log(f"bare limit: {self.n} x (create + status PATCH + Event), no controller")
+        t0 = time.monotonic()
+        await asyncio.gather(*(one(i) for i in range(self.n)))
+        self.bare_seconds = time.monotonic() - t0
+        self.row("bare limit: N x (create + PATCH + Event), no controller",
+                 f"{self.bare_seconds:.1f} s ({self.n / self.bare_seconds:.0f} Services/s)")
+        # One DELETE per collection: the controller must never see these.
+        await self.send(session, "DELETE", f"{base}/services", {})
+        await self.send(session, "DELETE", f"{base}/events", {})
+
+    async def phase_background(self, session: aiohttp.ClientSession) -> None:
+        if not self.background:
+            return
+        log(f"creating {self.background} headless ClusterIP Services over {len(self.namespaces)} namespaces")
+        t0 = time.monotonic()
+        names = [f"bg-{i:06d}" for i in range(self.background)]
+        for i, name in enumerate(names):
+            self.ns_of[name] = self.namespaces[i % len(self.namespaces)]
+        await self.create_services(session, names, background_body, concurrency=self.args.concurrency * 2)
+        took = time.monotonic() - t0
+        self.row(f"background: {self.background} non-LB Services created",
+                 f"{took:.1f} s ({self.background / took:.0f}/s)")
+
+    async def phase_non_lb_events(self, session: aiohttp.ClientSession) -> None:
+        """Controller CPU per event on a Service that is not a LoadBalancer (create, then update)."""
+        m = self.args.non_lb_events
+        if not m:
+            return
+        names = [f"nonlb-{i:05d}" for i in range(m)]
+        for i, name in enumerate(names):
+            self.ns_of[name] = self.namespaces[i % len(self.namespaces)]
+        pid = self.pid()
+        idle0 = cpu_seconds(pid)
+        t_idle = time.monotonic()
+        await asyncio.sleep(5.0)
+        idle_rate = (cpu_seconds(pid) - idle0) / (time.monotonic() - t_idle)
+        cpu0 = cpu_seconds(pid)
+        t0 = time.monotonic()
+        await self.create_services(session, names, background_body)
+        sem = asyncio.Semaphore(self.args.concurrency)
+
+        async def touch(name: str) -> None:
+            async with sem:
+                await self.send(session, "PATCH", self.svc_path(name),
+                                {"metadata": {"labels": {"touched": "yes"}}}, patch=True)
+
+        await asyncio.gather(*(touch(name) for name in names))
+        await asyncio.sleep(2.0)  # let the controller drain what it was sent
+        took = time.monotonic() - t0
+        cpu = cpu_seconds(pid) - cpu0
+        net = max(0.0, cpu - idle_rate * took)
+        self.row(f"non-LB Service events ({2 * m}: create + update)",
+                 f"controller CPU {cpu:.2f} s over {took:.0f} s; minus idle ({idle_rate * 1000:.0f} ms/s): "
+                 f"{net / (2 * m) * 1e6:.0f} µs/event")
 
     async def phase_backlog(self, session: aiohttp.ClientSession) -> None:
         """M Services already waiting when the controller starts: its throughput without the create rate."""
@@ -357,7 +500,7 @@ class Bench:
         names = [f"backlog-{i:05d}" for i in range(m)]
         log(f"creating {m} backlog Services with no controller running")
         await self.create_services(session, names)
-        rv = self.cluster.api.get(f"/api/v1/namespaces/{NAMESPACE}/services")["metadata"]["resourceVersion"]
+        rv = self.current_rv()
         before = write_counts(self.cluster)
         watch = await start_watch(session, self.cluster.server, rv)
         started = self.start_controller()
@@ -384,7 +527,7 @@ class Bench:
     async def phase_create(self, session: aiohttp.ClientSession) -> None:
         assert self.cluster is not None
         base = self.cluster.server
-        rv = self.cluster.api.get(f"/api/v1/namespaces/{NAMESPACE}/services")["metadata"]["resourceVersion"]
+        rv = self.current_rv()
         before = write_counts(self.cluster)
         cpu0 = cpu_seconds(self.pid())
         server_cpu0 = self.cluster_cpu()
@@ -425,8 +568,11 @@ class Bench:
         )
         self.row(
             "controller CPU during create phase",
-            f"{cpu1 - cpu0:.1f} s ({(cpu1 - cpu0) / self.n * 1000:.2f} ms/Service)",
+            f"{cpu1 - cpu0:.1f} s ({(cpu1 - cpu0) / self.n * 1000:.2f} CPU-s per 1,000 assignments)",
         )
+        if self.bare_seconds:
+            self.row("assignment vs bare limit (bare time / controller time)",
+                     f"{self.bare_seconds / t_all:.2f}")
         self.row(
             "API server / etcd CPU during create phase",
             " / ".join(f"{server_cpu.get(k, 0.0):.1f} s" for k in ("kube-apiserver", "etcd")),
@@ -437,10 +583,10 @@ class Bench:
         api, base = self.cluster.api, self.cluster.server
         pool = api.get(f"/apis/stablelb.io/v1alpha1/ippools/{POOL}")
         log(f"pool status before: {orjson.dumps(pool.get('status', {}).get('ipv4')).decode()}")
-        rv = api.get(f"/api/v1/namespaces/{NAMESPACE}/services")["metadata"]["resourceVersion"]
+        rv = self.current_rv()
         watch = await start_watch(session, base, rv)
         pending = "pending-0"
-        api.post(f"/api/v1/namespaces/{NAMESPACE}/services", service_body(pending))
+        api.post(f"/api/v1/namespaces/{self.namespace(pending)}/services", service_body(pending))
         # The pool is exactly full: the controller records Pending (one write, no IP).
         await wait_until(
             lambda: watch.modified[pending] >= 1, "Pending status on the extra Service", 60, watch
@@ -453,7 +599,7 @@ class Bench:
         victim = service_name(self.n // 2)
         freed = self.ips[victim]
         t0 = time.monotonic()
-        await asyncio.to_thread(api.delete, f"/api/v1/namespaces/{NAMESPACE}/services/{victim}")
+        await asyncio.to_thread(api.delete, self.svc_path(victim))
         await wait_until(
             lambda: pending in watch.assigned_at, "the pending Service to get the freed IP", 60, watch
         )
@@ -491,13 +637,20 @@ class Bench:
         assert self.cluster is not None and self.controllers is not None
         api, base = self.cluster.api, self.cluster.server
         total = self.n + self.args.backlog  # one deleted, the formerly pending one took its place
-        rv = api.get(f"/api/v1/namespaces/{NAMESPACE}/services")["metadata"]["resourceVersion"]
+        rv = self.current_rv()
         watch = await start_watch(session, base, rv)
         before = write_counts(self.cluster)
         t_stop = time.monotonic()
         code = self.controllers.stop(self.current)
         stop_took = time.monotonic() - t_stop
+        # While it is down: one Service goes, a new one comes (it needs the freed address).
+        await asyncio.to_thread(api.delete, self.svc_path(service_name(self.n // 2 + 1)))
+        fresh = "restart-new"
+        await self.send(session, "POST", f"/api/v1/namespaces/{self.namespace(fresh)}/services",
+                        service_body(fresh))
         started = self.start_controller()
+        await wait_until(lambda: fresh in watch.assigned_at, "the new Service served", 600, watch)
+        first_served = watch.assigned_at[fresh] - started
         ready, leading = await asyncio.to_thread(self.wait_ready_and_leading, started)
         reconciled_at = None
         deadline = started + 600
@@ -516,6 +669,7 @@ class Bench:
         self.row("restart: old controller stop (SIGTERM)", f"{stop_took:.2f} s, exit code {code}")
         self.row("restart: start -> /readyz 200", f"{ready:.2f} s")
         self.row("restart: start -> leader", f"{leading:.2f} s")
+        self.row("restart: start -> new Service served", f"{first_served:.2f} s")
         self.row(f"restart: start -> all {total} Services reconciled", f"{reconciled_at:.2f} s")
         self.row(
             "restart: Service status writes (watch)",
@@ -530,6 +684,9 @@ class Bench:
         ctx = ssl._create_unverified_context()
         connector = aiohttp.TCPConnector(ssl=ctx, limit=self.args.concurrency + 4)
         async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
+            if self.args.bare:
+                await self.phase_bare(session)
+            await self.phase_background(session)
             if self.args.backlog:
                 await self.phase_backlog(session)
             else:
@@ -539,6 +696,7 @@ class Bench:
             await self.phase_create(session)
             await self.phase_delete_one(session)
             self.resources("after create + delete phases")
+            await self.phase_non_lb_events(session)
             await self.phase_restart(session)
             self.resources("restarted process, after adoption")
 
@@ -560,7 +718,8 @@ class Bench:
         width = max(len(name) for name, _ in self.rows)
         size = self.n + self.args.backlog
         print(
-            f"\nN = {self.n} (+ backlog {self.args.backlog}) Services, pool of exactly {size} IPv4 addresses"
+            f"\nN = {self.n} (+ backlog {self.args.backlog}) LoadBalancer Services, pool of exactly {size} "
+            f"IPv4 addresses; {self.background} other Services; {len(self.namespaces)} namespace(s)"
         )
         print(f"python {platform.python_version()}, nproc {os.cpu_count()}, {platform.platform()}")
         print(f"| {'measure'.ljust(width)} | value |")
@@ -595,6 +754,13 @@ def main() -> None:
     parser.add_argument(
         "--py-spy", metavar="DIR", help="sample the controller with py-spy during the create phase into DIR"
     )
+    parser.add_argument("--total", type=int, default=0,
+                        help="all Services incl. headless ClusterIP ones (default: N, only LoadBalancers)")
+    parser.add_argument("--namespaces", type=int, default=1, help="namespaces to spread Services over")
+    parser.add_argument("--non-lb-events", type=int, default=1000,
+                        help="non-LB Services created then updated: CPU per such event (default 1000)")
+    parser.add_argument("--no-bare", dest="bare", action="store_false",
+                        help="skip the bare create+PATCH+Event limit measurement")
     parser.add_argument("--keep", action="store_true", help="keep the logs in a directory printed at the end")
     parser.add_argument("--profile", action="store_true", help="run the controller under cProfile")
     args = parser.parse_args()

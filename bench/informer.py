@@ -34,7 +34,7 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import watch as k8s_watch
 
 from controller.kube.client import KubeClient
-from controller.kube.informer import Informer
+from controller.kube.informer import Informer, ListSettings
 from controller.kube.resources import SERVICES
 
 
@@ -132,7 +132,9 @@ Ingest = Callable[[str, int], Awaitable[Cache]]
 
 async def ingest_raw(url: str, count: int, *, keep_all: bool = False) -> Cache:
     client = KubeClient.for_host(url)
-    informer = Informer(client, SERVICES, transform=(lambda o: o) if keep_all else None)
+    # The stream server speaks LIST + WATCH (an empty LIST, then the burst of events on the watch).
+    informer = Informer(client, SERVICES, transform=(lambda o: o) if keep_all else None,
+                        settings=ListSettings(watch_list=False))
     done = asyncio.Event()
     informer.add_handlers(on_add=lambda _: done.set() if len(informer.store) >= count else None)
     task = asyncio.create_task(informer.run())

@@ -7,11 +7,12 @@ The semantics follow client-go's reflector:
   annotated ``k8s.io/initial-events-end``, then carries on as an ordinary watch. Each object goes into the
   store as it arrives, so the whole list is never held as one response. Where the server refuses it, the
   informer falls back to LIST pages (``limit``) applied page by page, then a watch.
-- **resourceVersions.** The watch resumes from the last seen resourceVersion, which bookmarks advance. A
-  watch that ends with 410 (Expired) relists *at that last resourceVersion* (data at least as fresh as what
-  we saw, served from the watch cache); only when that relist is refused too (410, or "too large") does the
-  informer fall back to a consistent read (resourceVersion ""). An expired continue token mid-list is
-  answered, as client-go's pager does, with one unpaginated consistent LIST.
+- **resourceVersions.** The first LIST is consistent (resourceVersion ""). The watch resumes from the last
+  seen resourceVersion, which bookmarks advance. A watch that ends with 410 (Expired) relists *at that last
+  resourceVersion* (data at least as fresh as what we saw, served from the watch cache); only when that
+  relist is refused too (410, or "too large") does the informer fall back to a consistent read
+  (resourceVersion ""). An expired continue token mid-list is answered, as client-go's pager does, with one
+  unpaginated consistent LIST.
 - **Relists reconcile in place**: objects that changed emit updates as they arrive, objects that are gone
   emit deletes at the end; objects that did not change emit nothing.
 - **Failures back off** 0.8 s -> 30 s (jittered): transport errors, 429s, 5xx and list timeouts alike. A
@@ -187,6 +188,8 @@ class Informer:
         self._need_list = True
         # Keys seen since the current (re)list started; None while no list is in progress.
         self._listing: set[str] | None = None
+        # Set on every resourceVersion advance; wakes wait_caught_up.
+        self._rv_advanced = asyncio.Event()
 
     # -- public -------------------------------------------------------------------------------
 
@@ -224,6 +227,49 @@ class Informer:
     @property
     def uses_watch_list(self) -> bool:
         return self._use_watch_list
+
+    async def wait_caught_up(self, rv: str, timeout: float | None) -> bool:  # noqa: ASYNC109
+        """True once the store reflects resourceVersion ``rv`` or later; False after ``timeout`` seconds
+        of the informer's clock (None: no limit).
+
+        Kubernetes calls resourceVersions opaque, but etcd's are revisions, compared as integers here
+        (as the watch cache itself does); an RV that is not an integer never counts as caught up. A
+        quiet resource's RV moves only with bookmarks (about once a minute), so a caller that cannot
+        wait that long relists instead (``request_consistent_relist``).
+        """
+        try:
+            target = int(rv)
+        except ValueError:
+            return False
+
+        async def reached() -> None:
+            while True:
+                self._rv_advanced.clear()
+                if not self._need_list and self._synced.is_set():
+                    with contextlib.suppress(ValueError):
+                        if int(self._last_rv) >= target:
+                            return
+                await self._rv_advanced.wait()
+
+        if timeout is None:
+            await reached()
+            return True
+        waiter = asyncio.ensure_future(reached())
+        timer = asyncio.ensure_future(self._clock.sleep(timeout))
+        try:
+            await asyncio.wait({waiter, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+            if not waiter.done():
+                waiter.cancel()
+                await asyncio.gather(waiter, return_exceptions=True)
+        return waiter.done() and not waiter.cancelled()
+
+    def request_consistent_relist(self) -> None:
+        """Make the next ``run`` start with a consistent (quorum) list. It takes effect when the caller
+        cancels the running ``run`` task and starts a new one (a watch that went silent is not waited out)."""
+        self._last_rv_unavailable = True
+        self._need_list = True
 
     async def run(self) -> None:
         """List and watch until cancelled."""
@@ -330,15 +376,21 @@ class Informer:
         return {"labelSelector": self._label_selector, "fieldSelector": self._field_selector}
 
     def _relist_rv(self) -> str:
-        """resourceVersion for a LIST: "0" (any, from the watch cache) at first, then the last seen."""
+        """resourceVersion for a LIST: the last seen (NotOlderThan), else "" (consistent).
+
+        Never "0" (client-go's first choice): kube-apiserver 1.36 answers resourceVersion=0 from its watch
+        cache ignoring ``limit``, i.e. the whole collection as one response, where "" and NotOlderThan page
+        (checked on 1.36.3, with and without the watch cache).
+        """
         if self._last_rv_unavailable:
             return ""
-        return self._last_rv or "0"
+        return self._last_rv
 
     def _set_rv(self, rv: str) -> None:
         """Every advance of the resourceVersion goes through here."""
         if rv:
             self._last_rv = rv
+            self._rv_advanced.set()
 
     async def _list(self) -> None:
         """LIST in pages, applying each page to the store as it arrives."""
@@ -351,7 +403,7 @@ class Informer:
                 query["continue"] = cont
             else:
                 query["resourceVersion"] = rv or None
-                if rv and rv != "0":
+                if rv:
                     query["resourceVersionMatch"] = "NotOlderThan"
             try:
                 page = await self._get_list(query, self._settings.page_timeout)

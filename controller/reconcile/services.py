@@ -11,7 +11,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span, Tracer
 
 from controller.ipam import Allocator, Decision, Reason, ServiceKey
-from controller.kube.client import KubeClient
+from controller.kube.client import ApiError, KubeClient
 from controller.kube.events import EventRecorder
 from controller.kube.resources import SERVICES
 from controller.kube.store import Store
@@ -119,6 +119,13 @@ class ServiceReconciler:
     # -- the work ---------------------------------------------------------------------------------
     async def _reconcile(self, key: ServiceKey, span: Span) -> Outcome:
         obj = self._services.get(str(key))
+        if obj is None and key in self._uids:
+            # The cache only holds LoadBalancer Services (field selector): a Service whose type changed
+            # away left it exactly as a deleted one would. Only the API server can tell them apart.
+            obj = await self._read_uncached(key)
+            if obj is not None and is_ours(obj, self._policy.lb_class, self._policy.handle_unclassed):
+                # Already back in the selection: its event is on the way and is reconciled then.
+                return Outcome("not-cached", wrote=False)
         if obj is None:
             self._release(key)
             return Outcome("deleted", wrote=False)
@@ -162,6 +169,14 @@ class ServiceReconciler:
         self._metrics.allocation(decision.reason.value)
         self._metrics.set_orphaned(len(self.allocator.orphaned()))
         return Outcome("pending" if decision.pending else decision.reason.value, wrote)
+
+    async def _read_uncached(self, key: ServiceKey) -> dict[str, Any] | None:
+        try:
+            return await self._client.request("GET", SERVICES.path(key.namespace, key.name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     def _read(self, obj: dict[str, Any], *, use_allocator: bool) -> ServiceInput:
         namespace = obj["metadata"].get("namespace", "")

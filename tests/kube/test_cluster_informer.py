@@ -1,4 +1,5 @@
-"""The informer against a real kube-apiserver: order of events, API-server restart, a real 410."""
+"""The informer against a real kube-apiserver: order of events, API-server restart, a real 410, watch-list,
+field selectors (and the fallback when the server refuses one), LIST pages with an expired continue token."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from urllib.parse import urlparse
 
 import pytest
 
+from controller.app import LB_FIELD_SELECTOR, is_load_balancer
 from controller.kube.backoff import Backoff
-from controller.kube.client import KubeClient
-from controller.kube.informer import Informer
+from controller.kube.client import KubeClient, QueryValue
+from controller.kube.informer import Informer, ListSettings
 from controller.kube.resources import NAMESPACES, SERVICES
 from e2e.harness.cluster import LocalCluster
 from e2e.harness.waiting import wait_for
@@ -29,6 +31,46 @@ def svc(name: str, namespace: str, **labels: str) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": namespace, "labels": labels},
         "spec": {"type": "ClusterIP", "ports": [{"port": 80, "protocol": "TCP"}]},
     }
+
+
+def lb_svc(name: str, namespace: str, lb_class: str | None = None) -> dict[str, Any]:
+    body = svc(name, namespace)
+    body["spec"].update(type="LoadBalancer", allocateLoadBalancerNodePorts=False)
+    if lb_class:
+        body["spec"]["loadBalancerClass"] = lb_class
+    return body
+
+
+TO_CLUSTER_IP = {"spec": {"type": "ClusterIP", "allocateLoadBalancerNodePorts": None,
+                          "loadBalancerClass": None, "externalTrafficPolicy": None}}
+TO_LOAD_BALANCER = {"spec": {"type": "LoadBalancer", "allocateLoadBalancerNodePorts": False}}
+
+
+class RecordingClient(KubeClient):
+    """Records the query of every LIST and WATCH; `after_list` runs after each LIST answer."""
+
+    lists: list[dict[str, QueryValue]]
+    watches: list[dict[str, QueryValue]]
+    after_list: Any = None
+
+    async def request(self, method: str, path: str, *, query: Any = None, **kwargs: Any) -> dict[str, Any]:
+        is_list = method == "GET" and query is not None and "watch" not in query
+        if is_list:
+            self.lists.append(dict(query))
+        result = await super().request(method, path, query=query, **kwargs)
+        if is_list and self.after_list is not None:
+            await self.after_list(dict(query))
+        return result
+
+    def stream_lines(self, path: str, *, query: Any = None, read_timeout: float) -> Any:
+        self.watches.append(dict(query or {}))
+        return super().stream_lines(path, query=query, read_timeout=read_timeout)
+
+
+def recording(cluster: LocalCluster, server: str | None = None) -> RecordingClient:
+    client = RecordingClient.for_host(server or cluster.server, token=cluster.token, verify_ssl=False)
+    client.lists, client.watches = [], []
+    return client
 
 
 class Events:
@@ -144,7 +186,7 @@ async def test_real_410_relists_without_missed_or_phantom_objects() -> None:
     target = urlparse(own.server)
     proxy = TcpProxy("127.0.0.1", target.port or 443)
     await proxy.start()
-    watched = KubeClient.for_host(f"https://127.0.0.1:{proxy.port}", token=own.token, verify_ssl=False)
+    watched = recording(own, f"https://127.0.0.1:{proxy.port}")
     restarts: list[str] = []
     try:
         ns = await create_namespace(admin)
@@ -182,8 +224,164 @@ async def test_real_410_relists_without_missed_or_phantom_objects() -> None:
         assert events.of("d") == ["add"]
         b = informer.store.get(f"{ns}/b")
         assert b is not None and b["metadata"]["labels"] == {"changed": "yes"}
+        # As client-go: after the watch's 410 the relist asks for data at least as fresh as the last
+        # resourceVersion seen (that LIST is still answerable), not straight for a quorum read.
+        initial = [q for q in watched.watches if q.get("sendInitialEvents")]
+        assert watched.lists == [] and len(initial) >= 2, "watch-list, then watch-list again after the 410"
+        assert initial[1]["resourceVersionMatch"] == "NotOlderThan"
+        assert initial[1]["resourceVersion"] not in (None, "", "0")
     finally:
         await watched.close()
         await admin.close()
         await proxy.stop()
+        await asyncio.to_thread(own.stop)
+
+
+async def test_watch_list_streams_the_initial_state_then_keeps_watching(
+    cluster: LocalCluster, namespace: str
+) -> None:
+    client = recording(cluster)
+    try:
+        for name in ("a", "b", "c"):
+            await client.request("POST", SERVICES.path(namespace=namespace), body=svc(name, namespace))
+        created_rv = int((await fresh_list(client, namespace))[f"{namespace}/c"])
+        client.lists.clear()
+        informer = Informer(client, SERVICES, namespace=namespace)
+        events = Events(informer)
+        task = asyncio.create_task(informer.run())
+        try:
+            await asyncio.wait_for(informer.wait_synced(), 30)
+            assert sorted(informer.store.keys()) == [f"{namespace}/{n}" for n in ("a", "b", "c")]
+            await client.request("POST", SERVICES.path(namespace=namespace), body=svc("d", namespace))
+            await wait_for(lambda: "add" in events.of("d"), timeout=30, describe=lambda: str(events.seen))
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert informer.uses_watch_list
+        assert client.lists == [], "the initial state came from the watch, not from a LIST"
+        assert len(client.watches) == 1, "the same stream carried on as the watch"
+        first = client.watches[0]
+        assert first["sendInitialEvents"] is True and first["resourceVersionMatch"] == "NotOlderThan"
+        # Synced at the initial-events-end bookmark, whose resourceVersion is at least every object's.
+        assert int(informer.last_resource_version) >= created_rv
+        assert [kind for kind, _, _ in events.seen] == ["add"] * 4
+    finally:
+        await client.close()
+
+
+async def test_field_selector_type_change_away_and_back(cluster: LocalCluster, namespace: str) -> None:
+    client = recording(cluster)
+    try:
+        path = SERVICES.path(namespace=namespace)
+        await client.request("POST", path, body=lb_svc("lb", namespace))
+        await client.request("POST", path, body=svc("plain", namespace))
+        informer = Informer(client, SERVICES, namespace=namespace, field_selector=LB_FIELD_SELECTOR,
+                            keep=is_load_balancer)
+        events = Events(informer)
+        task = asyncio.create_task(informer.run())
+        try:
+            await asyncio.wait_for(informer.wait_synced(), 30)
+            assert informer.store.keys() == [f"{namespace}/lb"]
+            merge = "application/merge-patch+json"
+            lb = SERVICES.path(namespace=namespace, name="lb")
+            await client.request("PATCH", lb, body=TO_CLUSTER_IP, content_type=merge)
+            await wait_for(lambda: events.of("lb") == ["add", "delete"], timeout=30,
+                           describe=lambda: str(events.seen))
+            assert informer.store.get(f"{namespace}/lb") is None
+            # Still there for the API server: leaving the selection is not a deletion.
+            still = await client.request("GET", lb)
+            assert still["spec"]["type"] == "ClusterIP"
+            await client.request("PATCH", lb, body=TO_LOAD_BALANCER, content_type=merge)
+            await wait_for(lambda: events.of("lb") == ["add", "delete", "add"], timeout=30,
+                           describe=lambda: str(events.seen))
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert informer.field_selector == LB_FIELD_SELECTOR, "the server supports it: it filters"
+        assert all(q.get("fieldSelector") == LB_FIELD_SELECTOR for q in client.watches)
+        assert events.of("plain") == []
+    finally:
+        await client.close()
+
+
+async def test_unsupported_field_selector_falls_back_to_filtering_in_the_informer(
+    cluster: LocalCluster, namespace: str
+) -> None:
+    # The API server does not index spec.loadBalancerClass: a real 400 "field label not supported".
+    wanted = "example.com/wanted"
+    client = recording(cluster)
+    try:
+        path = SERVICES.path(namespace=namespace)
+        await client.request("POST", path, body=lb_svc("classed", namespace, lb_class=wanted))
+        await client.request("POST", path, body=lb_svc("other", namespace))
+        informer = Informer(
+            client, SERVICES, namespace=namespace, field_selector=f"spec.loadBalancerClass={wanted}",
+            keep=lambda o: (o.get("spec") or {}).get("loadBalancerClass") == wanted,
+        )
+        events = Events(informer)
+        task = asyncio.create_task(informer.run())
+        try:
+            await asyncio.wait_for(informer.wait_synced(), 30)
+            assert informer.store.keys() == [f"{namespace}/classed"]
+            merge = "application/merge-patch+json"
+            await client.request("PATCH", SERVICES.path(namespace=namespace, name="classed"),
+                                 body=TO_CLUSTER_IP, content_type=merge)
+            await wait_for(lambda: events.of("classed") == ["add", "delete"], timeout=30,
+                           describe=lambda: str(events.seen))
+            await client.request("POST", path, body=lb_svc("late", namespace, lb_class=wanted))
+            await wait_for(lambda: events.of("late") == ["add"], timeout=30,
+                           describe=lambda: str(events.seen))
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert informer.field_selector is None, "refused by the server, so dropped"
+        assert client.watches[-1].get("fieldSelector") is None
+        assert events.of("other") == []
+        assert informer.store.keys() == [f"{namespace}/late"]
+    finally:
+        await client.close()
+
+
+async def test_expired_continue_token_falls_back_to_one_unpaginated_list() -> None:
+    # Without the watch cache the LIST pages come from etcd, and compacting etcd between two pages makes the
+    # continue token expire for real (410).
+    own = await own_cluster(name="kube-continue", watch_cache=False)
+    admin = await KubeClient.from_kubeconfig(str(own.kubeconfig))
+    client = recording(own)
+    try:
+        ns = await create_namespace(admin)
+        for i in range(7):
+            await admin.request("POST", SERVICES.path(namespace=ns), body=svc(f"s{i}", ns))
+
+        async def compact_after_first_page(query: dict[str, QueryValue]) -> None:
+            if len(client.lists) != 1:
+                return
+            # Between page 1 and page 2: one object goes, one comes, then history is compacted.
+            await admin.request("DELETE", SERVICES.path(namespace=ns, name="s0"))
+            await admin.request("POST", SERVICES.path(namespace=ns), body=svc("late", ns))
+            await create_namespace(admin)
+            await asyncio.to_thread(own.compact_etcd)
+
+        client.after_list = compact_after_first_page
+        informer = Informer(client, SERVICES, namespace=ns,
+                            settings=ListSettings(watch_list=False, page_size=3))
+        restarts: list[str] = []
+        informer._on_restart = restarts.append
+        task = asyncio.create_task(informer.run())
+        try:
+            await asyncio.wait_for(informer.wait_synced(), 60)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        first, second, fallback = client.lists
+        assert first["limit"] == 3 and "continue" not in first
+        assert second.get("continue")
+        # client-go's pager: one LIST, no limit, no continue, no resourceVersion (a consistent read).
+        assert "limit" not in fallback and "continue" not in fallback and "resourceVersion" not in fallback
+        assert cached(informer) == await fresh_list(admin, ns)
+        assert f"{ns}/late" in cached(informer) and f"{ns}/s0" not in cached(informer)
+        assert restarts == [], "recovered inside the same list, without a relist from scratch"
+    finally:
+        await client.close()
+        await admin.close()
         await asyncio.to_thread(own.stop)

@@ -158,7 +158,8 @@ async def test_watch_410_relists_at_last_rv_and_emits_deletes_and_updates(
     assert sorted(rec.events[4:]) == [("add", "d", "115"), ("delete", "b", "91"), ("update", "c", "110")]
     assert sorted(informer.store.keys()) == ["ns/a", "ns/c", "ns/d"]
     assert restarts == ["expired"]
-    assert fake_api.list_queries[0]["resourceVersion"] == "0"
+    # The first LIST pages for real: consistent ("0" would be served whole from the watch cache).
+    assert "resourceVersion" not in fake_api.list_queries[0]
     # As client-go: the watch expired, but a LIST at the last resourceVersion we saw is still answerable
     # (at least as fresh, from the watch cache), so that is tried first rather than a quorum read.
     assert fake_api.list_queries[1]["resourceVersion"] == "102"
@@ -183,7 +184,7 @@ async def test_relist_refused_at_last_rv_falls_back_to_a_consistent_list_at_once
     finally:
         await stop(task)
     rvs = [q.get("resourceVersion") for q in fake_api.list_queries]
-    assert rvs == ["0", "100", None], "initial from cache, then at the last RV, then consistent"
+    assert rvs == [None, "100", None], "consistent, then at the last RV, then consistent again"
     assert fake_api.watch_queries[1]["resourceVersion"] == "130"
     assert rec.events == [("add", "a", "90"), ("update", "a", "125")]
     assert restarts == ["expired", "expired"]
@@ -239,7 +240,8 @@ async def test_paged_list_follows_continue_tokens(
     assert sorted(informer.store.keys()) == ["ns/a", "ns/b", "ns/c", "ns/d", "ns/e"]
     assert [q.get("continue") for q in fake_api.list_queries] == [None, "page2", "page3"]
     assert all(q["limit"] == "2" for q in fake_api.list_queries)
-    assert fake_api.list_queries[0]["resourceVersion"] == "0"
+    # The first LIST pages for real: consistent ("0" would be served whole from the watch cache).
+    assert "resourceVersion" not in fake_api.list_queries[0]
     assert fake_api.watch_queries[0]["resourceVersion"] == "50"
     # kind/apiVersion are filled in for list items (the API leaves them out)
     a = informer.store.get("ns/a")
