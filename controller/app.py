@@ -13,12 +13,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 from opentelemetry.trace import Link, Tracer
 
 from controller.config import Settings
 from controller.http import HealthState
 from controller.ipam import Allocator, ServiceKey
-from controller.kube.client import KubeClient
+from controller.kube.backoff import Backoff
+from controller.kube.client import ApiError, KubeClient
 from controller.kube.events import EventRecorder
 from controller.kube.informer import Informer, default_transform
 from controller.kube.leaderelection import LeaderElectionConfig, LeaderElector
@@ -35,6 +37,12 @@ from controller.reconcile.tracing import EventLinks
 from controller.reconcile.writes import Requeue
 
 log = logging.getLogger(__name__)
+
+# At takeover a standby's caches may be arbitrarily old: a silently dead watch is noticed only at its read
+# timeout. Each cache gets this long to show it has caught up with a quorum read (an event or bookmark at
+# or past it) before it is relisted. A quiet resource's RV only moves with bookmarks (about once a
+# minute), so a quiet cache is in effect relisted at every takeover; a busy one usually catches up.
+CATCH_UP_TIMEOUT = 1.0
 
 # Pool status (counts) follows allocations; batching the refresh keeps a burst of allocations from
 # becoming a burst of IPPool status writes.
@@ -72,11 +80,16 @@ def is_load_balancer(obj: dict[str, Any]) -> bool:
 
 
 def slim_service(obj: dict[str, Any]) -> dict[str, Any]:
-    """Keep only what the reconciler reads: a cached Service costs a fraction of the full object."""
+    """Keep only what the reconciler reads: a cached Service costs a fraction of the full object.
+
+    kind and apiVersion stay: Events name their object by them (`kubectl describe svc` matches on kind).
+    """
     obj = default_transform(obj)
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     return {
+        "kind": SERVICES.kind,
+        "apiVersion": SERVICES.api_version,
         "metadata": {k: meta[k] for k in _META_FIELDS if k in meta},
         "spec": {k: spec[k] for k in _SERVICE_SPEC_FIELDS if k in spec},
         "status": obj.get("status") or {},
@@ -90,9 +103,17 @@ def slim_namespace(obj: dict[str, Any]) -> dict[str, Any]:
 
 class Controller:
     def __init__(
-        self, settings: Settings, client: KubeClient, *, metrics: Metrics, tracer: Tracer, health: HealthState
+        self,
+        settings: Settings,
+        client: KubeClient,
+        *,
+        metrics: Metrics,
+        tracer: Tracer,
+        health: HealthState,
+        catch_up_timeout: float = CATCH_UP_TIMEOUT,
     ) -> None:
         self.settings = settings
+        self.catch_up_timeout = catch_up_timeout
         self.client = client
         self.metrics = metrics
         self.tracer = tracer
@@ -125,18 +146,29 @@ class Controller:
         self.stopping = asyncio.Event()
         self._lead_tasks: list[asyncio.Task[None]] = []
         self._informer_tasks: list[asyncio.Task[None]] = []
+        self._recorder_task: asyncio.Task[None] | None = None
+        self._election_task: asyncio.Task[None] | None = None
         self._wire_handlers()
         health.add_readiness("caches", self._caches_ready)
-        health.add_liveness("informers", self._informers_alive)
+        health.add_liveness("tasks", self._tasks_alive)
 
     # -- health -----------------------------------------------------------------------------------
     def _caches_ready(self) -> tuple[bool, str]:
         pending = [inf.resource.plural for inf in self._informers() if not inf.has_synced()]
         return (not pending, "synced" if not pending else f"waiting for {', '.join(pending)}")
 
-    def _informers_alive(self) -> tuple[bool, str]:
-        dead = [t.get_name() for t in self._informer_tasks if t.done()]
-        return (not dead, "watching" if not dead else f"stopped: {', '.join(dead)}")
+    def _tasks_alive(self) -> tuple[bool, str]:
+        """Every long-running task: informers, the Event senders, leader election, and the workers
+        while leading. One that ended on its own leaves the controller half working: restart us."""
+        if self.stopping.is_set():
+            return True, "stopping"
+        tasks = [*self._informer_tasks, *self._lead_tasks]
+        if self._election_task is not None:
+            tasks.append(self._election_task)
+        dead = [t.get_name() for t in tasks if t.done()]
+        if self._recorder_task is not None and (self._recorder_task.done() or not self.recorder.alive()):
+            dead.append(self._recorder_task.get_name())
+        return (not dead, "running" if not dead else f"stopped: {', '.join(dead)}")
 
     def _informers(self) -> list[Informer]:
         return [self.services, self.pools, self.namespaces]
@@ -159,20 +191,30 @@ class Controller:
         self.services.add_handlers(svc_event("ADDED"), svc_update, svc_event("DELETED"))
 
         def pool_event(obj: dict[str, Any]) -> None:
-            self._enqueue_pool(obj["metadata"]["name"], obj)
+            self._pools_changed(obj)
 
         def pool_update(old: dict[str, Any], new: dict[str, Any]) -> None:
             # Our own status writes come back as updates; only spec (generation) or labels matter.
             if old["metadata"].get("generation") != new["metadata"].get("generation"):
-                self._enqueue_pool(new["metadata"]["name"], new)
+                self._pools_changed(new)
 
         self.pools.add_handlers(pool_event, pool_update, pool_event)
+
+        def ns_add(obj: dict[str, Any]) -> None:
+            self._namespace_added(obj["metadata"]["name"])
 
         def ns_update(old: dict[str, Any], new: dict[str, Any]) -> None:
             if old["metadata"].get("labels") != new["metadata"].get("labels"):
                 self._namespace_labels_changed(new["metadata"]["name"])
 
-        self.namespaces.add_handlers(None, ns_update, None)
+        self.namespaces.add_handlers(ns_add, ns_update, None)
+
+    def _pools_changed(self, obj: dict[str, Any]) -> None:
+        """The allocator gets the new pool set at once (in memory; a no-op unless some spec changed), so no
+        Service worker allocates from a range that is gone; the pool's status write follows in its worker."""
+        if self.pool_reconciler is not None and self.gate.is_open:
+            self.pool_reconciler.apply_pools()
+        self._enqueue_pool(obj["metadata"]["name"], obj)
 
     def _enqueue_service(self, key: str, event: str, obj: dict[str, Any] | None) -> None:
         if not self.gate.is_open:
@@ -192,6 +234,15 @@ class Controller:
 
     def _refresh_pool(self, name: str) -> None:
         self.pool_queue.add_after(name, POOL_STATUS_DELAY)
+
+    def _namespace_added(self, namespace: str) -> None:
+        """A Service reconciled before its namespace reached the cache was read without the namespace's
+        labels: look at each of that namespace's Services again (usually few: the namespace is new)."""
+        if self.service_reconciler is None or not self.gate.is_open:
+            return
+        for obj in self.services.store.by_index("namespace", namespace):
+            if is_ours(obj, self.settings.lb_class, self.settings.handle_unclassed):
+                self._enqueue_service(object_key(obj), "NAMESPACE", obj)
 
     def _namespace_labels_changed(self, namespace: str) -> None:
         """Only Services in that namespace whose outcome can depend on namespace labels."""
@@ -218,6 +269,7 @@ class Controller:
         log.info("became leader", extra={"identity": self.settings.identity})
         self.metrics.set_leader(self.settings.identity, True)
         await asyncio.gather(*(inf.wait_synced() for inf in self._informers()))
+        await self._fresh_view()
         allocator = Allocator(reclaim_window=self.settings.reclaim_window)
         self.pool_reconciler = PoolReconciler(
             client=self.client,
@@ -280,8 +332,52 @@ class Controller:
             for _ in range(self.settings.workers)
         ]
         workers.append(self._worker(self.pool_queue, self.pool_reconciler.reconcile))
-        self._lead_tasks = [asyncio.create_task(w) for w in workers]
+        self._lead_tasks = [
+            asyncio.create_task(w, name=f"worker-{'ippools' if i == len(workers) - 1 else 'services'}-{i}")
+            for i, w in enumerate(workers)
+        ]
         await asyncio.gather(*self._lead_tasks, return_exceptions=True)
+
+    async def _fresh_view(self) -> None:
+        """Every cache at least as new as a quorum read made after we won the lease, so what we adopt
+        includes the old leader's last writes: otherwise our own decisions would win over them."""
+        with self.tracer.start_as_current_span("fresh view") as span:
+            informers = self._informers()
+            targets = await asyncio.gather(*(self._quorum_resource_version(inf) for inf in informers))
+            pairs = list(zip(informers, targets, strict=True))
+            wait = self.catch_up_timeout
+            caught_up = await asyncio.gather(*(inf.wait_caught_up(rv, wait) for inf, rv in pairs))
+            behind = [pair for pair, ok in zip(pairs, caught_up, strict=True) if not ok]
+            for inf, rv in behind:
+                log.info(
+                    "cache not caught up with the API server at takeover; relisting",
+                    extra={"resource": inf.resource.plural, "cache_rv": inf.last_resource_version, "rv": rv},
+                )
+                inf.request_consistent_relist()
+                self._restart_informer(inf)
+            await asyncio.gather(*(inf.wait_caught_up(rv, None) for inf, rv in behind))
+            span.set_attribute("stablelb.relisted", ",".join(inf.resource.plural for inf, _ in behind))
+
+    async def _quorum_resource_version(self, informer: Informer) -> str:
+        """The API server's current resourceVersion: a LIST without resourceVersion is a quorum read."""
+        backoff = Backoff()
+        while True:
+            try:
+                page = await self.client.request("GET", informer.resource.path(), query={"limit": 1})
+                return str((page.get("metadata") or {}).get("resourceVersion") or "")
+            except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
+                log.warning("quorum read of %s failed: %r; retrying", informer.resource.plural, exc)
+                await backoff.sleep()
+
+    def _restart_informer(self, informer: Informer) -> None:
+        index = self._informers().index(informer)
+        if index < len(self._informer_tasks):
+            self._informer_tasks[index].cancel()
+            self._informer_tasks[index] = asyncio.create_task(
+                informer.run(), name=f"informer-{informer.resource.plural}"
+            )
+        else:  # informers not run by run() (a test driving _on_started_leading): nothing to restart
+            log.warning("no running informer for %s to restart", informer.resource.plural)
 
     def _on_stopped_leading(self) -> None:
         # Nothing may be written from here on: close the gate before anything else.
@@ -329,6 +425,7 @@ class Controller:
             for inf in self._informers()
         ]
         recorder_task = asyncio.create_task(self.recorder.run(), name="event-recorder")
+        self._recorder_task = recorder_task
         if self.settings.leader_elect:
             elector = LeaderElector(
                 self.client,
@@ -346,6 +443,7 @@ class Controller:
             )
             self.gate.guard(elector.is_leader, elector.lease_remaining)
             lead_task = asyncio.create_task(elector.run(), name="leader-election")
+            self._election_task = lead_task
         else:
             lead_task = asyncio.create_task(self._on_started_leading(), name="lead")
         stop_task: asyncio.Task[Any] = asyncio.create_task(self.stopping.wait())

@@ -150,6 +150,7 @@ class EventRecorder:
         self._running = False
         self._finished = asyncio.Event()
         self.dropped = 0
+        self.sender_restarts = 0
 
     def record(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
         if self._closed:
@@ -168,10 +169,25 @@ class EventRecorder:
     async def run(self) -> None:
         self._running = True
         try:
-            await asyncio.gather(*(self._send_from(queue) for queue in self._queues))
+            await asyncio.gather(*(self._supervise(i, queue) for i, queue in enumerate(self._queues)))
         finally:
             self._running = False
             self._finished.set()
+
+    def alive(self) -> bool:
+        """False once ``run`` ended without ``close`` having asked it to (for liveness)."""
+        return self._closed or not self._finished.is_set()
+
+    async def _supervise(self, index: int, queue: asyncio.Queue[_Pending | object]) -> None:
+        """Restart a sender that died of an unexpected error: otherwise its shard's Events would be
+        dropped silently from then on. The item it failed on is lost, not retried (no crash loop)."""
+        while True:
+            try:
+                await self._send_from(queue)
+                return
+            except Exception:
+                self.sender_restarts += 1
+                log.exception("event sender %d failed; restarting it", index)
 
     async def _send_from(self, queue: asyncio.Queue[_Pending | object]) -> None:
         while True:

@@ -207,7 +207,13 @@ class LeaderElector:
                 if remaining <= 0:
                     log.error("%s: lease not renewed within %.1fs", cfg.identity, cfg.renew_deadline)
                     return
+                deadline = self._clock.monotonic() + remaining
                 if await self._try_bounded(remaining):
+                    if self._clock.monotonic() >= deadline:
+                        # is_leader() was already False (writers saw the gate close): a term never
+                        # resumes once it lapsed, so stop even though this renew made it in.
+                        log.error("%s: lease renewed only at the renew deadline", cfg.identity)
+                        return
                     break
                 if self._observed_holder() != cfg.identity:
                     log.error("%s: lease taken over by %r", cfg.identity, self._observed_holder())

@@ -26,7 +26,7 @@ from controller.reconcile.service_input import (
 )
 from controller.reconcile.status import ConditionSpec, current_ingress, desired_ingress, status_patch
 from controller.reconcile.tracing import reconcile_span
-from controller.reconcile.writes import now_rfc3339, patch_status
+from controller.reconcile.writes import Requeue, now_rfc3339, patch_status
 from controller.telemetry import ATTR_IPS, ATTR_K8S_NAMESPACE, ATTR_K8S_SERVICE, ATTR_POOL, ATTR_RESULT
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,8 @@ class ServiceReconciler:
         self._uids: dict[ServiceKey, str] = {}
         # (uid, generation) whose deprecations were already reported: an Event per spec change, not per pass.
         self._warned: dict[ServiceKey, tuple[str, int]] = {}
+        # IPs of our last successful status write per Service: an assignment a write confirmed.
+        self._confirmed: dict[ServiceKey, tuple[str, ...]] = {}
 
     # -- entry point ------------------------------------------------------------------------------
     async def reconcile(
@@ -206,6 +208,7 @@ class ServiceReconciler:
         retry = self.allocator.release(key)
         self._uids.pop(key, None)
         self._warned.pop(key, None)
+        self._confirmed.pop(key, None)
         if held or retry:
             log.info("released", extra={"service": str(key), "ips": ",".join(held)})
         self._retry(retry)
@@ -271,6 +274,18 @@ class ServiceReconciler:
         if decision.pending:
             self._recorder.record(obj, "Warning", _pending_event_reason(decision.reason), decision.message)
 
+    def _drop_unconfirmed(self, key: ServiceKey, obj: dict[str, Any]) -> None:
+        """A 409: the Service changed after the version we decided on. An assignment that neither the
+        status we read nor a write of ours ever showed is only a guess from a stale cache (a new leader
+        whose watch lagged); drop it, so the next pass decides from the fresh status, which may hold
+        what the old leader assigned. A confirmed one stays: our record wins over a lagging cache."""
+        held = set(self.allocator.assignment(key))
+        if not held or held == set(status_ips(obj)) or held == set(self._confirmed.get(key, ())):
+            return
+        log.info("dropping an unconfirmed assignment after a conflict",
+                 extra={"service": str(key), "ips": ",".join(sorted(held))})
+        self._release(key)
+
     async def _write(
         self, obj: dict[str, Any], ingress: list[dict[str, Any]], cond: ConditionSpec | None, span: Span
     ) -> bool:
@@ -280,8 +295,15 @@ class ServiceReconciler:
         meta = obj["metadata"]
         path = SERVICES.path(meta["namespace"], meta["name"], "status")
         what = f"Service {meta['namespace']}/{meta['name']}"
-        if not await patch_status(self._client, self._tracer, self._gate, path, patch, what):
-            return False
+        key = ServiceKey(meta["namespace"], meta["name"])
+        try:
+            if not await patch_status(self._client, self._tracer, self._gate, path, patch, what):
+                return False
+        except Requeue:
+            self._drop_unconfirmed(key, obj)
+            raise
+        if cond is not None:
+            self._confirmed[key] = tuple(e["ip"] for e in ingress if "ip" in e)
         span.set_attribute("stablelb.wrote", True)
         log.info(
             "status written",
