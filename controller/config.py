@@ -573,26 +573,25 @@ def _or(value: T | None, default: T) -> T:
 
 
 def _listeners(ns: argparse.Namespace, defaults: Settings) -> tuple[str, str, tuple[str, ...]]:
-    """(metrics address, probe address, deprecation messages) from the new flags or the old --http-addr."""
+    """(metrics address, probe address, deprecation messages) from the new flags and the old --http-addr.
+
+    --http-addr stands for both new flags; one given explicitly wins for its own listener.
+    """
     metrics, probes, old = ns.metrics_bind_address, ns.health_probe_bind_address, ns.http_addr
     if old is None:
         probes = _or(probes, defaults.health_probe_bind_address)
         return _or(metrics, defaults.metrics_bind_address), probes, ()
-    if metrics is not None or probes is not None:
-        raise ConfigError(
-            "--http-addr is deprecated and cannot be combined with --metrics-bind-address or "
-            "--health-probe-bind-address: drop --http-addr"
-        )
     try:
         parse_host_port(old)
     except ConfigError as exc:
         raise ConfigError(f"--http-addr: {exc}") from None
+    metrics, probes = _or(metrics, old), _or(probes, old)
     message = (
-        f"--http-addr is deprecated and will be removed: serving /metrics and the probes on {old} as "
-        f"before; use --metrics-bind-address={old} --health-probe-bind-address={old} (the same address "
-        "keeps one listener), or separate addresses"
+        f"--http-addr is deprecated and will be removed: it stands for --metrics-bind-address and "
+        f"--health-probe-bind-address (now {metrics} and {probes}); pass those instead (the same address for "
+        "both keeps one listener)"
     )
-    return old, old, (message,)
+    return metrics, probes, (message,)
 
 
 def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:

@@ -111,13 +111,15 @@ class LocalCluster:
         name: str = "test",
         workdir: Path | None = None,
         die_with_parent: bool = True,
+        binaries: ControlPlaneBinaries | None = None,
     ) -> LocalCluster:
         """Blocks until /readyz answers 200 `ok`.
 
         `workdir` defaults to a fresh temporary directory (removed by stop()); `die_with_parent=False` lets
         the processes outlive this Python process (the `up` CLI).
         """
-        binaries = control_plane_binaries()
+        # `binaries`: another kube-apiserver version (the version matrix); default: the pinned one.
+        binaries = binaries or control_plane_binaries()
         if workdir is None:
             workdir = Path(tempfile.mkdtemp(prefix=f"stablelb-{name}-"))
         else:
@@ -150,6 +152,14 @@ class LocalCluster:
         tokens = self.workdir / "tokens.csv"
         tokens.write_text(f'{self.token},admin,admin,"system:masters"\n')
         tokens.chmod(0o600)
+        # A client CA, so tests can authenticate with client-certificate kubeconfigs.
+        ca_key, ca_crt = self.workdir / "client-ca.key", self.workdir / "client-ca.crt"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", str(ca_key), "-out", str(ca_crt), "-days", "2",
+             "-subj", "/CN=stablelb-test-client-ca"],
+            check=True, capture_output=True,
+        )  # fmt: skip
 
     def _start_with_retries(self) -> None:
         # Another run may grab one of our ports between free_port() and the bind; pick new ones and retry.
@@ -202,6 +212,7 @@ class LocalCluster:
             "--secure-port", str(self._ports.apiserver),
             "--cert-dir", str(d / "certs"),
             "--token-auth-file", str(d / "tokens.csv"),
+            "--client-ca-file", str(d / "client-ca.crt"),
             "--authorization-mode", "RBAC",
             "--service-account-issuer", "https://kubernetes.default.svc",
             "--service-account-key-file", str(d / "sa.pub"),
@@ -314,12 +325,22 @@ class LocalCluster:
             decoded: dict[str, Any] = json.loads(resp.read())
             return decoded
 
-    def service_account_token(self, namespace: str, name: str, *, expiration_seconds: int = 86400) -> str:
-        body = {
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {"expirationSeconds": expiration_seconds},
-        }
+    def service_account_token(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        expiration_seconds: int = 86400,
+        bound_secret: dict[str, Any] | None = None,
+    ) -> str:
+        """A TokenRequest token; bound to a Secret (as returned by the API), deleting it revokes the token."""
+        spec: dict[str, Any] = {"expirationSeconds": expiration_seconds}
+        if bound_secret is not None:
+            meta = bound_secret["metadata"]
+            spec["boundObjectRef"] = {
+                "kind": "Secret", "apiVersion": "v1", "name": meta["name"], "uid": meta["uid"],
+            }
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}
         result = self.api.post(f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token", body)
         token: str = result["status"]["token"]
         return token
@@ -329,6 +350,26 @@ class LocalCluster:
         token = self.service_account_token(namespace, name)
         path = self.workdir / f"kubeconfig-sa-{namespace}-{name}"
         return write_kubeconfig(path, server=self.server, token=token, name=f"{namespace}-{name}")
+
+    @property
+    def serving_ca(self) -> Path:
+        """The API server's self-signed serving certificate bundle (its CA included): verifies TLS to it."""
+        return self.workdir / "certs" / "apiserver.crt"
+
+    def client_certificate(self, user: str, groups: tuple[str, ...] = ()) -> tuple[bytes, bytes]:
+        """(certificate PEM, key PEM) for `user` in `groups` (O=), signed by the API server's client CA."""
+        subject = f"/CN={user}" + "".join(f"/O={g}" for g in groups)
+        with tempfile.TemporaryDirectory() as tmp:
+            key, csr, crt = Path(tmp, "k.pem"), Path(tmp, "c.csr"), Path(tmp, "c.pem")
+            for argv in (
+                ["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                 "-keyout", str(key), "-out", str(csr), "-subj", subject],
+                ["openssl", "x509", "-req", "-in", str(csr), "-CA", str(self.workdir / "client-ca.crt"),
+                 "-CAkey", str(self.workdir / "client-ca.key"), "-CAcreateserial", "-days", "1",
+                 "-out", str(crt)],
+            ):  # fmt: skip
+                subprocess.run(argv, check=True, capture_output=True)
+            return crt.read_bytes(), key.read_bytes()
 
     def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         kubectl = shutil.which("kubectl")
