@@ -53,6 +53,9 @@ def parse_ip(text: str) -> tuple[str, int]:
     stripped = text.strip()
     if not stripped:
         raise AddressError("empty IP address")
+    if "%" in stripped:
+        # Python accepts a scoped IPv6 address (fd00::9%eth0) and drops the zone from its integer value.
+        raise AddressError(f"{text!r} has a zone id (%...); a load-balancer IP cannot carry one")
     try:
         ip = ipaddress.ip_address(stripped)
     except ValueError:
@@ -77,6 +80,8 @@ def parse_address_block(text: str) -> IPRange:
     stripped = text.strip()
     if not stripped:
         raise AddressError("empty address block")
+    if "%" in stripped:
+        raise AddressError(f"{text!r} has a zone id (%...); pool addresses cannot carry one")
     if "-" in stripped:
         return _parse_range(text, stripped)
     if "/" in stripped:
@@ -144,6 +149,15 @@ def parse_pool_addresses(blocks: Iterable[str]) -> tuple[IPRange, ...]:
 def buggy_ipv4(value: int) -> bool:
     """IPv4 addresses ending in .0 or .255, which some clients mishandle."""
     return value & 0xFF in (0, 0xFF)
+
+
+def usable_ipv4_count(first: int, last: int) -> int:
+    """IPv4 addresses in [first, last] that do not end in .0 or .255, counted without walking them."""
+
+    def below(n: int) -> int:  # usable addresses in [0, n)
+        return (n >> 8) * 254 + max(0, min(n & 0xFF, 0xFF) - 1)
+
+    return below(last + 1) - below(first) if last >= first else 0
 
 
 def without_buggy(ranges: Iterable[IPRange]) -> Iterator[IPRange]:

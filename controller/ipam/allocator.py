@@ -1,7 +1,9 @@
 """The allocator: which Service holds which IPs, with stability first.
 
 Everything here is re-derivable from the Services' status plus the pools (``adopt``), so the allocator keeps
-no state of its own that matters across restarts except the reuse history, which only affects order.
+no state of its own that matters across restarts except the reuse history, which only affects order. That
+history is kept per address, apart from the pools, so a pool that is briefly invalid or deleted and re-created
+still hands out the addresses released moments before last.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 
 from .addresses import AddressError, int_to_ip, parse_ip
 from .model import (
+    FAMILIES,
     PREFER_DUAL_STACK,
     REQUIRE_DUAL_STACK,
     AdoptResult,
@@ -73,27 +76,20 @@ class Allocator:
         self._pending_index: dict[str, set[ServiceKey]] = {}
         self._orphans: set[ServiceKey] = set()
         self._recent: OrderedDict[ServiceKey, _Recent] = OrderedDict()
+        # family -> addresses in the order they were last freed (oldest first), whatever pool they were in
+        self._freed_order: dict[str, OrderedDict[int, None]] = {f: OrderedDict() for f in FAMILIES}
 
     # ------------------------------------------------------------------------------------------- pools
     def set_pools(self, pools: Iterable[PoolSpec]) -> PoolsChange:
         old = self._pools
+        old_conflicts = {name: pool.conflict_with for name, pool in old.items()}
         new: dict[str, Pool] = {}
         for spec in pools:
-            new[spec.name] = Pool(spec)
-        for pool in new.values():
-            previous = old.get(pool.name)
-            if (
-                previous is not None
-                and previous.invalid is None
-                and pool.invalid is None
-                and pool.same_addresses(previous)
-            ):
-                pool.free = previous.free  # same addresses: keep the free space and its reuse history
+            previous = old.get(spec.name)
+            if previous is not None and previous.spec == spec:
+                new[spec.name] = previous  # unchanged: nothing to rebuild, free space and all
             else:
-                self._mark_held(pool)
-                if previous is not None:
-                    for family, free in previous.free.items():
-                        pool.free[family].restore_release_order(free.released_order())
+                new[spec.name] = self._build(spec)
         conflicts = find_conflicts(new.values())
         for pool in new.values():
             pool.conflict_with = conflicts.get(pool.name)
@@ -102,7 +98,7 @@ class Allocator:
             for p in new.values()
             if p.name not in old
             or old[p.name].spec != p.spec
-            or old[p.name].conflict_with != p.conflict_with
+            or old_conflicts[p.name] != p.conflict_with
             or old[p.name].invalid != p.invalid
         ]
         # The old form of every changed or deleted pool: a pending request may be answered differently
@@ -114,6 +110,11 @@ class Allocator:
         orphans_now = {key: fams for key, a in self._owners.items() if (fams := self._orphan_families(a))}
         self._orphans = set(orphans_now)
         retry = {key for key in orphans_before if key not in orphans_now and key in self._owners}
+        for key, families in orphans_now.items():
+            # An orphan is retained only while its address is in no pool: one that now is, moves.
+            held = self._owners[key].ips
+            if any(p.contains(f, held[f]) for p in changed for f in families):
+                retry.add(key)
         for key, request in self._pending.items():
             # Not only pools that can serve it now: a pool turning invalid or disabled changes the
             # reason a pending Service shows, and that is written to its status too.
@@ -128,10 +129,18 @@ class Allocator:
             conflicts=conflicts,
         )
 
-    def _mark_held(self, pool: Pool) -> None:
+    def _build(self, spec: PoolSpec) -> Pool:
+        """A new or changed pool: free space minus what is held; freed ones last, in the order freed."""
+        pool = Pool(spec)
+        if pool.invalid is not None:
+            return pool
         for (family, value), holders in self._holders.items():
             if holders and pool.contains(family, value):
                 pool.free[family].allocate(value)
+        for family in FAMILIES:
+            if pool.has_family(family):
+                pool.free[family].restore_release_order(self._freed_order[family])
+        return pool
 
     def _may_serve(self, pool: Pool, request: ServiceRequest) -> bool:
         if request.requested_ips:
@@ -215,7 +224,9 @@ class Allocator:
         adopted: set[ServiceKey] = set()
         duplicates: dict[ServiceKey, ServiceKey] = {}
         invalid: dict[ServiceKey, str] = {}
-        for request in sorted(requests, key=lambda r: (r.created, r.uid)):
+        # A claim whose Service changed since it was granted loses to one that did not, as it would have live
+        # (the one whose edit made the clash moves); then the oldest claim wins.
+        for request in sorted(requests, key=lambda r: (r.changed_since_grant, r.created, r.uid)):
             if not request.current_ips:
                 continue
             if request.key in self._owners:
@@ -299,7 +310,7 @@ class Allocator:
         outcome = _Outcome()
         tags: set[str] = set()
 
-        kept, orphan_families, lost_to = self._keep(request, terms, wanted, requested, existing)
+        kept, orphan_families, lost = self._keep(request, terms, wanted, requested, existing)
         missing = [f for f in wanted if f not in kept]
         added: dict[str, int] = {}
         if problem is not None:
@@ -314,18 +325,31 @@ class Allocator:
             added, outcome = self._allocate_fresh(request, terms, wanted, tags)
 
         final = {**kept, **added}
+        if (
+            request.family_policy == REQUIRE_DUAL_STACK
+            and problem is None
+            and any(f not in final for f in wanted)
+        ):
+            # Both families or none. No address was taken yet for a pair that is not complete (_complete has
+            # one family to add, _claim_requested claims at commit), so dropping the plan leaks nothing.
+            assert not added or requested
+            orphan_families = set()
+            if requested:
+                kept, added = {}, {}
+            else:
+                kept = {}
+                added, outcome = self._allocate_fresh(request, terms, wanted, tags)
+            final = {**added}
+            if not final and outcome.reason is None:
+                outcome = _Outcome(Reason.FAMILY_UNAVAILABLE, "RequireDualStack: no pair of addresses", True)
         if outcome.reason is None:
             target = [f for f in wanted if not requested or f in requested]
             if all(f in final for f in target) or orphan_families:
                 if orphan_families:
                     notes = sorted({self._describe_orphan(request, f, final[f]) for f in orphan_families})
                     outcome = _Outcome(Reason.IP_OUTSIDE_POOL, ", ".join(notes), False)
-                elif lost_to is not None:
-                    outcome = _Outcome(
-                        Reason.DUPLICATE_IP,
-                        f"the IP was also claimed by older Service {lost_to}; moved to a new IP",
-                        False,
-                    )
+                elif lost is not None:
+                    outcome = _Outcome(Reason.DUPLICATE_IP, f"{lost}; moved to a new IP", False)
                 else:
                     outcome = _Outcome(Reason.ALLOCATED, "", False)
             else:
@@ -370,8 +394,12 @@ class Allocator:
         wanted: list[str],
         requested: dict[str, int],
         existing: _Assignment | None,
-    ) -> tuple[dict[str, int], set[str], ServiceKey | None]:
-        """The IPs the Service keeps (per family: what we hold, else its status IP), when still valid."""
+    ) -> tuple[dict[str, int], set[str], str | None]:
+        """The IPs the Service keeps (per family: what we hold, else its status IP), when still valid.
+
+        Also says why, when it lost an IP to a holder it may not share with: a duplicate claim found at
+        adoption, or its own new terms clashing with another holder (then it moves, the other stays).
+        """
         # What we hold wins over the status: they differ only when our last status write did not land.
         offered: dict[str, list[int]] = {}
         if existing is not None:
@@ -385,30 +413,41 @@ class Allocator:
             offered.setdefault(family, []).append(value)
         kept: dict[str, int] = {}
         orphans: set[str] = set()
-        lost_to: ServiceKey | None = None
-        same_pool_request = existing is not None and existing.requested_pool == request.requested_pool
+        lost: str | None = None
         for family in wanted:
             for value in dict.fromkeys(offered.get(family, [])):
                 if requested and requested.get(family) != value:
                     continue  # its own requested IPs changed
-                holders = self._holders.get((family, value), [])
-                mine = request.key in holders
-                blocker = next(
-                    (h for h in holders if h != request.key and not compatible(self._owners[h].terms, terms)),
-                    None,
-                )
-                if blocker is not None:
-                    if not mine:
-                        lost_to = blocker  # someone older holds it: a duplicate claim
+                mine = request.key in self._holders.get((family, value), ())
+                clash = self._clash(request.key, terms, family, value)
+                if clash is not None:
+                    if lost is None:
+                        blocker, why = clash
+                        ip = int_to_ip(family, value)
+                        lost = f"{ip} is also claimed by {blocker} and they may not share it ({why})"
                     continue
                 if self._orphan_ip(request.requested_pool, family, value):
-                    # Retained only when the pools moved away from it; a changed pool request moves it.
-                    if request.reassign_orphans or not (mine and same_pool_request):
+                    # Outside the pool it asks for. Retained only when it is in no pool at all: from status
+                    # alone a shrunk pool cannot be told from a pool annotation edited while no leader ran,
+                    # and an address inside another pool was granted there (so the request changed).
+                    if request.reassign_orphans or not mine or self._home_pool(family, value) is not None:
                         continue
                     orphans.add(family)
                 kept[family] = value
                 break
-        return kept, orphans, lost_to
+        return kept, orphans, lost
+
+    def _clash(
+        self, key: ServiceKey, terms: SharingTerms, family: str, value: int
+    ) -> tuple[ServiceKey, str] | None:
+        """The first other holder of the address that may not share it with these terms, and why."""
+        for holder in self._holders.get((family, value), ()):
+            if holder == key:
+                continue
+            why = incompatibility(self._owners[holder].terms, terms)
+            if why is not None:
+                return holder, why
+        return None
 
     def _claim_requested(
         self,
@@ -443,14 +482,12 @@ class Allocator:
                 failure = _Outcome(Reason.REQUESTED_IP_OUTSIDE_POOL, why, True)
                 tags.add(_ANY_POOL)
                 continue
-            holders = self._holders.get((family, value), [])
-            blocker = next((h for h in holders if h != request.key), None)
-            if blocker is not None:
-                why_not = incompatibility(self._owners[blocker].terms, terms)
-                if why_not is not None:
-                    why = f"requested IP {ip} is in use by {blocker} ({why_not})"
-                    failure = _Outcome(Reason.REQUESTED_IP_IN_USE, why, True)
-                    continue
+            clash = self._clash(request.key, terms, family, value)
+            if clash is not None:
+                blocker, why_not = clash
+                why = f"requested IP {ip} is in use by {blocker} ({why_not})"
+                failure = _Outcome(Reason.REQUESTED_IP_IN_USE, why, True)
+                continue
             claims[family] = value
         if failure.reason is not None and request.family_policy == REQUIRE_DUAL_STACK:
             claims = {}  # both or nothing
@@ -475,7 +512,7 @@ class Allocator:
         tags.add(home.name)
         added: dict[str, int] = {}
         for family in missing:
-            if not home.allocatable or not home.has_family(family):
+            if not home.allocatable or not home.allows(request) or not home.has_family(family):
                 continue
             value = self._shared_ip(request, terms, home, family)
             if value is None:
@@ -518,7 +555,9 @@ class Allocator:
         if complete:
             chosen = complete[0]
         elif request.family_policy == PREFER_DUAL_STACK:
-            chosen = next((item for item in plans if item[1]), None)
+            # As MetalLB's findBestPoolForService: a pool serving the first-listed family, else any.
+            chosen = next((item for item in plans if wanted[0] in item[1]), None)
+            chosen = chosen or next((item for item in plans if item[1]), None)
         if chosen is None:
             return {}, self._exhausted_why(candidates, wanted, request)
         pool, picks = chosen
@@ -634,6 +673,9 @@ class Allocator:
         holders.remove(key)
         if not holders:
             del self._holders[(family, value)]
+            freed = self._freed_order[family]
+            freed.pop(value, None)
+            freed[value] = None
             for pool in self._pools.values():
                 if pool.contains(family, value):
                     pool.free[family].release(value)
@@ -731,7 +773,7 @@ def _unusable_why(pool: Pool, request: ServiceRequest) -> str:
 
 def _lack_why(pool: Pool, families: list[str], request: ServiceRequest) -> _Outcome:
     """Why a Service that holds IPs of pool lacks these families."""
-    if not pool.allocatable:
+    if not pool.allocatable or not pool.allows(request):
         return _Outcome(Reason.FAMILY_UNAVAILABLE, f"pool {pool.name!r} {_unusable_why(pool, request)}", True)
     absent = [f for f in families if not pool.has_family(f)]
     if absent:

@@ -3,6 +3,10 @@
 Never-used free addresses live in interval lists (bisect, no per-address memory, so a /64 costs two ints).
 Addresses that were handed out and then released live apart in release order, so LeastRecentlyReleased can
 hand them out last; that set only holds addresses that were once assigned, so it stays small.
+
+With ``avoid_buggy`` (IPv4 pools with avoidBuggyIPs) the .0 and .255 addresses are skipped arithmetically:
+the intervals stay whole, their ends are kept on usable addresses, and counts subtract the skipped ones.
+A /4 is then still one interval, not one per /24.
 """
 
 from __future__ import annotations
@@ -12,9 +16,12 @@ from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Iterable
 
+from .addresses import buggy_ipv4, usable_ipv4_count
+
 
 class FreeSpace:
-    def __init__(self, intervals: Iterable[tuple[int, int]] = ()) -> None:
+    def __init__(self, intervals: Iterable[tuple[int, int]] = (), *, avoid_buggy: bool = False) -> None:
+        self._avoid_buggy = avoid_buggy
         self._starts: list[int] = []
         self._ends: list[int] = []
         self._fresh_count = 0
@@ -68,6 +75,8 @@ class FreeSpace:
 
     def allocate(self, value: int) -> bool:
         """Take one given address; False when it is not free."""
+        if self._avoid_buggy and buggy_ipv4(value):
+            return False
         if value in self._released:
             self._take_released(value)
             return True
@@ -87,12 +96,8 @@ class FreeSpace:
                 idx += 1
                 continue
             lo, hi = max(start, first), min(end, last)
-            taken += hi - lo + 1
-            pieces = []
-            if start < lo:
-                pieces.append((start, lo - 1))
-            if hi < end:
-                pieces.append((hi + 1, end))
+            taken += self._count(lo, hi)
+            pieces = [p for p in (self._trim(start, lo - 1), self._trim(hi + 1, end)) if p is not None]
             self._starts[idx : idx + 1] = [p[0] for p in pieces]
             self._ends[idx : idx + 1] = [p[1] for p in pieces]
             idx += len(pieces)
@@ -101,7 +106,7 @@ class FreeSpace:
 
     def release(self, value: int) -> bool:
         """Give an address back; it is handed out again only after every never-used one (LRR order)."""
-        if value in self:
+        if value in self or (self._avoid_buggy and buggy_ipv4(value)):
             return False
         self._add_released(value)
         return True
@@ -116,31 +121,47 @@ class FreeSpace:
 
     # -- internals ----------------------------------------------------------------------------------------
     def _in_fresh(self, value: int) -> bool:
+        if self._avoid_buggy and buggy_ipv4(value):
+            return False
         idx = bisect_right(self._starts, value) - 1
         return idx >= 0 and value <= self._ends[idx]
 
+    def _count(self, first: int, last: int) -> int:
+        """Usable addresses in [first, last]."""
+        if last < first:
+            return 0
+        if self._avoid_buggy:
+            return usable_ipv4_count(first, last)
+        return last - first + 1
+
+    def _trim(self, first: int, last: int) -> tuple[int, int] | None:
+        """[first, last] with both ends moved onto usable addresses; None when none is usable."""
+        if self._avoid_buggy:
+            low = first & 0xFF
+            first += 1 if low == 0 else 2 if low == 0xFF else 0
+            high = last & 0xFF
+            last -= 1 if high == 0xFF else 2 if high == 0 else 0
+        return (first, last) if first <= last else None
+
     def _add_interval(self, first: int, last: int) -> None:
-        if self._ends and first <= self._ends[-1] + 1:
-            self._fresh_count += max(0, last - self._ends[-1])
+        trimmed = self._trim(first, last)
+        if trimmed is None:
+            return
+        first, last = trimmed
+        if self._ends and self._count(self._ends[-1] + 1, first - 1) == 0:
+            # touching, or only skipped addresses in between: one interval
+            self._fresh_count += self._count(max(first, self._ends[-1] + 1), last)
             self._ends[-1] = max(self._ends[-1], last)
             return
         self._starts.append(first)
         self._ends.append(last)
-        self._fresh_count += last - first + 1
+        self._fresh_count += self._count(first, last)
 
     def _take_fresh(self, idx: int, value: int) -> None:
         start, end = self._starts[idx], self._ends[idx]
-        if start == end:
-            del self._starts[idx]
-            del self._ends[idx]
-        elif value == start:
-            self._starts[idx] = value + 1
-        elif value == end:
-            self._ends[idx] = value - 1
-        else:
-            self._ends[idx] = value - 1
-            self._starts.insert(idx + 1, value + 1)
-            self._ends.insert(idx + 1, end)
+        pieces = [p for p in (self._trim(start, value - 1), self._trim(value + 1, end)) if p is not None]
+        self._starts[idx : idx + 1] = [p[0] for p in pieces]
+        self._ends[idx : idx + 1] = [p[1] for p in pieces]
         self._fresh_count -= 1
 
     def _add_released(self, value: int) -> None:

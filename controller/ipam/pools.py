@@ -5,10 +5,11 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 
-from .addresses import AddressError, IPRange, parse_pool_addresses, without_buggy
+from .addresses import AddressError, IPRange, buggy_ipv4, parse_pool_addresses, usable_ipv4_count
 from .freespace import FreeSpace
 from .model import (
     FAMILIES,
+    IPV4,
     SELECTOR_OPERATORS,
     AllocationOrder,
     FamilyCounts,
@@ -20,7 +21,10 @@ from .model import (
 
 
 def validate_pool(spec: PoolSpec) -> tuple[tuple[IPRange, ...], str | None]:
-    """Usable ranges of a pool, or the reason it is invalid. Usable excludes avoided (.0/.255) addresses."""
+    """The address ranges of a pool, or the reason it is invalid.
+
+    With avoidBuggyIPs, IPv4 ranges still contain .0/.255 addresses: `Pool` skips them arithmetically
+    (splitting a /4 per /24 would be a million ranges)."""
     if not spec.name:
         return (), "the pool has no name"
     try:
@@ -41,8 +45,6 @@ def validate_pool(spec: PoolSpec) -> tuple[tuple[IPRange, ...], str | None]:
                 problem = _selector_problem(selector)
                 if problem:
                     return (), f"serviceAllocation.{what}: {problem}"
-    if spec.avoid_buggy_ips:
-        ranges = tuple(without_buggy(ranges))
     return ranges, None
 
 
@@ -64,14 +66,19 @@ class Pool:
     def __init__(self, spec: PoolSpec) -> None:
         self.spec = spec
         ranges, self.invalid = validate_pool(spec)
+        self.avoid_buggy: dict[str, bool] = {f: spec.avoid_buggy_ips and f == IPV4 for f in FAMILIES}
+        self.free: dict[str, FreeSpace] = {
+            f: FreeSpace(
+                ((r.first, r.last) for r in ranges if r.family == f), avoid_buggy=self.avoid_buggy[f]
+            )
+            for f in FAMILIES
+        }
+        # Ranges with both ends on usable addresses (the fresh free space as built, before any allocation).
         self.ranges: dict[str, tuple[IPRange, ...]] = {
-            family: tuple(r for r in ranges if r.family == family) for family in FAMILIES
+            f: tuple(IPRange(f, first, last) for first, last in self.free[f].intervals()) for f in FAMILIES
         }
         self._starts: dict[str, list[int]] = {f: [r.first for r in rs] for f, rs in self.ranges.items()}
-        self.totals: dict[str, int] = {f: sum(r.size for r in rs) for f, rs in self.ranges.items()}
-        self.free: dict[str, FreeSpace] = {
-            f: FreeSpace((r.first, r.last) for r in rs) for f, rs in self.ranges.items()
-        }
+        self.totals: dict[str, int] = {f: self.free[f].free_count for f in FAMILIES}
         self.conflict_with: str | None = None
 
     @property
@@ -82,12 +89,6 @@ class Pool:
     def order_key(self) -> tuple[float, str]:
         return (self.spec.created, self.spec.name)
 
-    def same_addresses(self, other: Pool) -> bool:
-        return (self.spec.addresses, self.spec.avoid_buggy_ips) == (
-            other.spec.addresses,
-            other.spec.avoid_buggy_ips,
-        )
-
     @property
     def allocatable(self) -> bool:
         """Whether the pool may make new allocations. Existing ones stay whatever this says."""
@@ -97,6 +98,8 @@ class Pool:
         return self.totals[family] > 0
 
     def contains(self, family: str, value: int) -> bool:
+        if self.avoid_buggy[family] and buggy_ipv4(value):
+            return False
         starts = self._starts[family]
         idx = bisect_right(starts, value) - 1
         return idx >= 0 and value <= self.ranges[family][idx].last
@@ -161,9 +164,12 @@ def find_conflicts(pools: Iterable[Pool]) -> dict[str, str]:
         active: list[tuple[int, int]] = []  # (last, pool index)
         for first, last, idx in spans:
             active = [(end, j) for end, j in active if end >= first]
-            for _end, j in active:
+            for end, j in active:
                 if j == idx:
                     continue
+                avoid = ordered[idx].avoid_buggy[family] or ordered[j].avoid_buggy[family]
+                if avoid and usable_ipv4_count(first, min(end, last)) == 0:
+                    continue  # they share only .0/.255 addresses, which one of them never hands out
                 newer, older = (idx, j) if j < idx else (j, idx)
                 name = ordered[newer].name
                 previous = conflicts.get(name)
@@ -184,7 +190,7 @@ def _age(ordered: list[Pool], name: str) -> tuple[float, str]:
 def choose_pools(pools: Mapping[str, Pool], request: ServiceRequest) -> list[Pool]:
     """Pools a request without requested IPs may allocate from, in the order they are tried.
 
-    The requested pool alone; else pools whose serviceAllocation matches, by priority (unset after every
+    The requested pool alone; else pools whose serviceAllocation matches, by priority (unset or 0 after every
     prioritized pool) then name; then autoAssign pools without serviceAllocation, by name.
     Pools that cannot make new allocations are left out.
     """
@@ -205,8 +211,9 @@ def choose_pools(pools: Mapping[str, Pool], request: ServiceRequest) -> list[Poo
             matched.append(pool)
 
     def by_priority(p: Pool) -> tuple[bool, int, str]:
+        # As in MetalLB, priority 0 means "no priority": after every pool with a positive one.
         priority = p.spec.service_allocation.priority if p.spec.service_allocation else None
-        return (priority is None, priority or 0, p.name)
+        return (not priority, priority or 0, p.name)
 
     matched.sort(key=by_priority)
     plain.sort(key=lambda p: p.name)

@@ -24,8 +24,8 @@ def incompatibility(a: SharingTerms, b: SharingTerms) -> str | None:
     """Why a and b may not share an IP, or None when they may.
 
     Equal non-empty sharing keys, disjoint (protocol, port) sets, and when either uses
-    externalTrafficPolicy Local (a backend key), identical backends: traffic for a shared IP lands on the
-    nodes of one selector only.
+    externalTrafficPolicy Local (a non-empty backend key), identical backends: traffic for a shared IP
+    lands on the nodes of one selector only.
     """
     if not a.sharing_key or not b.sharing_key:
         return "no sharing key"
@@ -35,7 +35,8 @@ def incompatibility(a: SharingTerms, b: SharingTerms) -> str | None:
     if overlap:
         listed = ", ".join(f"{p.protocol}/{p.port}" for p in sorted(overlap))
         return f"ports overlap ({listed})"
-    if (a.backend_key is not None or b.backend_key is not None) and a.backend_key != b.backend_key:
+    # As MetalLB: Local with an empty selector has the same (empty) backend as Cluster, so they may share.
+    if (a.backend_key or None) != (b.backend_key or None):
         return "externalTrafficPolicy Local needs identical selectors"
     return None
 

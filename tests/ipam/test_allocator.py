@@ -330,7 +330,7 @@ def test_adopt_registers_oldest_first_and_reports_duplicates() -> None:
     assert a.pending() == frozenset()
     d = a.ensure(newer)
     assert d.reason == Reason.DUPLICATE_IP and d.ips == ("10.0.0.0",) and d.changed
-    assert "older Service default/old" in d.message
+    assert "10.0.0.1 is also claimed by default/old" in d.message
     assert a.ensure(older).ips == ("10.0.0.1",)
 
 

@@ -18,11 +18,12 @@ from controller.ipam import (
     Allocator,
     PoolSpec,
     Port,
+    Reason,
     ServiceAllocation,
     ServiceKey,
     ServiceRequest,
 )
-from controller.ipam.addresses import parse_ip
+from controller.ipam.addresses import buggy_ipv4, parse_ip
 from controller.ipam.freespace import FreeSpace
 from controller.ipam.pools import validate_pool
 from controller.ipam.sharing import SharingTerms, compatible
@@ -170,6 +171,8 @@ class AllocatorMachine(RuleBasedStateMachine):
     def _in_pool(self, ip: str, pool: PoolSpec) -> bool:
         ranges, invalid = validate_pool(pool)
         family, value = parse_ip(ip)
+        if pool.avoid_buggy_ips and family == "IPv4" and buggy_ipv4(value):
+            return False
         return invalid is None and any(r.family == family and r.first <= value <= r.last for r in ranges)
 
     def _is_orphan(self, ip: str, request: ServiceRequest) -> bool:
@@ -182,10 +185,15 @@ class AllocatorMachine(RuleBasedStateMachine):
         key = request.key
         before = set(request.current_ips)
         orphans = {ip for ip in before if self._is_orphan(ip, request)}
+        # Outside the pool it asks for but inside another pool: granted elsewhere, so it moves (an orphan is
+        # an address in no pool at all, and only that is retained).
+        elsewhere = {ip for ip in orphans if any(self._in_pool(ip, p) for p in self.pools.values())}
         d = self.alloc.ensure(request)
         if not input_changed:
             lost = before - set(d.ips)
-            allowed = orphans if request.reassign_orphans else set()
+            allowed = orphans if request.reassign_orphans else elsewhere
+            if allowed and request.family_policy == "RequireDualStack":
+                allowed = before  # both families or none: an orphan that cannot move takes its pair along
             assert lost <= allowed, f"stability: {key} lost {lost} without a reason of its own ({d})"
         updated = replace(request, current_ips=d.ips)
         self.services[key] = updated
@@ -193,7 +201,9 @@ class AllocatorMachine(RuleBasedStateMachine):
         # convergence: feeding the decision back is a fixed point
         again = self.alloc.ensure(updated)
         assert again.ips == d.ips and not again.changed, f"not a fixed point: {d} then {again}"
-        assert (again.reason, again.message, again.pending) == (d.reason, d.message, d.pending)
+        # the reconciler keeps showing DuplicateIP while the IPs stay (a sticky reason)
+        if not (d.reason == Reason.DUPLICATE_IP and again.reason == Reason.ALLOCATED):
+            assert (again.reason, again.message, again.pending) == (d.reason, d.message, d.pending)
         self.queue |= d.retry
         self.queue.discard(key)
 
@@ -212,6 +222,8 @@ class AllocatorMachine(RuleBasedStateMachine):
             assert d.ips == request.current_ips and not d.changed and d.released == (), (
                 f"liveness/convergence: {key} had {request.current_ips}, re-ensure gives {d}"
             )
+            if self.shown[key][0] == Reason.DUPLICATE_IP.value and d.reason == Reason.ALLOCATED:
+                continue  # sticky, as above
             assert (d.reason.value, d.message) == self.shown[key], (
                 f"stale condition: {key} shows {self.shown[key]} but re-ensure says {d}; "
                 "the change that caused it did not name this Service for a retry"
