@@ -53,8 +53,8 @@ async def start(stablelb_installed: Any, controller_kubeconfig: Path) -> AsyncIt
     async def _start(pools: dict[str, dict[str, Any]], **overrides: Any) -> Running:
         lb_class = f"takeover.stablelb.io/c-{uuid.uuid4().hex[:8]}"
         settings = Settings(
-            kubeconfig=str(controller_kubeconfig), lb_class=lb_class, handle_unclassed=False, workers=2,
-            **{"leader_elect": False, **overrides},
+            kubeconfig=str(controller_kubeconfig), lb_class=lb_class, handle_unclassed=False,
+            **{"leader_elect": False, "workers": 2, **overrides},
         )
         names = []
         for name, spec in pools.items():
@@ -213,7 +213,7 @@ async def test_new_leader_adopts_the_old_leaders_last_write_despite_a_stalled_wa
     run = await start(
         {unique_pool("fresh"): {"addresses": [cidr]}},
         leader_elect=True, lease_namespace=LEASE_NS, lease_name=lease,
-        lease_duration=3.0, renew_deadline=2.0, retry_period=0.5,
+        lease_duration=3.0, renew_deadline=2.0, retry_period=0.5, workers=1,
     )
     api = run.api
     # The old leader holds the lease; our controller is the standby with synced caches.
@@ -221,12 +221,16 @@ async def test_new_leader_adopts_the_old_leaders_last_write_despite_a_stalled_wa
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": lease},
         "spec": {"holderIdentity": "old-leader", "leaseDurationSeconds": 3600},
     })
+    # "early" is older and still waits for an address: the new leader serves it first.
+    api.post(f"/api/v1/namespaces/{namespace}/services", lb_service("early", run.lb_class))
+    await asyncio.sleep(1.1)  # creationTimestamp has a resolution of one second
     api.post(f"/api/v1/namespaces/{namespace}/services", lb_service("web", run.lb_class))
     key = f"{namespace}/web"
     await wait_for(lambda: run.controller.services.store.get(key) is not None, timeout=30)
     stall(run.controller, run.controller.services)
-    # The old leader's last write, which the standby's stalled watch never delivers.
-    old_ip = str(ipaddress.ip_network(cidr)[9])
+    # The old leader's last write, which the standby's stalled watch never delivers: the pool's first
+    # address, the one a new leader that missed it would hand to "early".
+    old_ip = str(ipaddress.ip_network(cidr)[0])
     api.call("PATCH", f"/api/v1/namespaces/{namespace}/services/web/status",
              {"status": {"loadBalancer": {"ingress": [{"ip": old_ip, "ipMode": "VIP"}]}}},
              content_type="application/merge-patch+json")
@@ -241,4 +245,6 @@ async def test_new_leader_adopts_the_old_leaders_last_write_despite_a_stalled_wa
     other = await wait_for(lambda: ips_of(api, namespace, "next"), timeout=60)
     await asyncio.sleep(2.0)
     assert ips_of(api, namespace, "web") == [old_ip], "the old leader's assignment moved"
+    assert old_ip not in ips_of(api, namespace, "early"), "the old leader's IP was handed out twice"
+    assert ips_of(api, namespace, "early")
     assert old_ip not in other, "the old leader's IP was handed out twice"
