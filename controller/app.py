@@ -31,10 +31,17 @@ from controller.metrics import Metrics
 from controller.reconcile.leadership import NotLeader, WriteGate
 from controller.reconcile.pool_input import read_pool
 from controller.reconcile.pools import PoolReconciler
-from controller.reconcile.service_input import is_ours, parse_timestamp, service_key, status_ips
+from controller.reconcile.service_input import (
+    EDITED_AFTER_STATUS,
+    edited_after_status,
+    is_ours,
+    parse_timestamp,
+    service_key,
+    status_ips,
+)
 from controller.reconcile.services import ServicePolicy, ServiceReconciler
 from controller.reconcile.tracing import EventLinks
-from controller.reconcile.writes import Requeue
+from controller.reconcile.writes import FIELD_MANAGER, Requeue
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +91,8 @@ def slim_service(obj: dict[str, Any]) -> dict[str, Any]:
 
     kind and apiVersion stay: Events name their object by them (`kubectl describe svc` matches on kind).
     """
+    # Read before managedFields are dropped: a new leader's duplicate resolution needs it (issue 9).
+    edited = edited_after_status((obj.get("metadata") or {}).get("managedFields"), FIELD_MANAGER)
     obj = default_transform(obj)
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
@@ -93,6 +102,7 @@ def slim_service(obj: dict[str, Any]) -> dict[str, Any]:
         "metadata": {k: meta[k] for k in _META_FIELDS if k in meta},
         "spec": {k: spec[k] for k in _SERVICE_SPEC_FIELDS if k in spec},
         "status": obj.get("status") or {},
+        EDITED_AFTER_STATUS: edited,
     }
 
 

@@ -307,6 +307,8 @@ class Allocator:
         terms = SharingTerms.of(request)
         wanted = _wanted_families(request)
         requested, problem = _parse_requested(request, wanted)
+        if request.problem is not None:
+            requested, problem = {}, request.problem
         outcome = _Outcome()
         tags: set[str] = set()
 
@@ -385,6 +387,7 @@ class Allocator:
             changed=set(ips) != current,
             released=tuple(int_to_ip(f, v) for f, v in released),
             retry=frozenset(retry - {key}),
+            lost=lost,
         )
 
     def _keep(

@@ -111,6 +111,10 @@ class ServiceRequest:
     # observedGeneration of its IPAllocated condition). At adoption such a claim loses a clash to one that
     # did not change, as it would have live: the one whose edit made the clash moves.
     changed_since_grant: bool = False
+    # An input problem the caller found (conflicting annotations, a bad value). ensure then adds nothing and
+    # answers ConflictingRequests with this message, but still lets go of what the current inputs may not keep
+    # (an IP whose co-holders may no longer share it, a family no longer wanted).
+    problem: str | None = None
 
 
 class Reason(StrEnum):
@@ -136,6 +140,9 @@ class Decision:
     released: tuple[str, ...]
     # pending Services that may fit now because of this decision (it freed an IP or changed sharing terms)
     retry: frozenset[ServiceKey] = frozenset()
+    # why an IP the Service held or showed went to another Service it may not share with (a duplicate claim,
+    # or its own new terms); set whatever the reason, so a caller can warn even when ensure is pending
+    lost: str | None = None
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,10 @@ ANN_ORPHAN_POLICY = "stablelb.io/orphan-policy"
 
 CONDITION_TYPE = "stablelb.io/IPAllocated"
 
+# Set in the cached (slim) Service: whether its spec or metadata was written after our last status write,
+# read from managedFields before the cache drops them. Services carry no metadata.generation.
+EDITED_AFTER_STATUS = "stablelb.io/editedAfterStatus"
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -81,6 +85,9 @@ def _parse_ip_list(source: str, text: str) -> tuple[str, ...] | Problem:
         return Problem("InvalidRequest", f"{source} is empty; remove it or list at most one IP per family")
     ips: list[str] = []
     for item in items:
+        if "%" in item:
+            # Python would accept fd00::9%eth0 and drop the zone; a load-balancer IP has none.
+            return Problem("InvalidRequest", f"{source}: {item!r} has a zone id (%...); remove it")
         try:
             ips.append(str(ipaddress.ip_address(item)))
         except ValueError:
@@ -91,6 +98,39 @@ def _parse_ip_list(source: str, text: str) -> tuple[str, ...] | Problem:
             "InvalidRequest", f"{source} lists two {families[0]} addresses; give at most one per family"
         )
     return tuple(ips)
+
+
+def edited_after_status(managed_fields: Any, manager: str) -> bool:
+    """Whether any write to the object itself (spec, labels, annotations) came after `manager`'s last write
+    of the status. managedFields times have one-second resolution: the same second reads as not after."""
+    ours: list[float] = []
+    others: list[float] = []
+    for entry in managed_fields if isinstance(managed_fields, list) else ():
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("time"), str):
+            continue
+        when = parse_timestamp(entry["time"])
+        if entry.get("subresource") == "status":
+            if entry.get("manager") == manager:
+                ours.append(when)
+        elif not entry.get("subresource"):
+            others.append(when)
+    return bool(ours and others) and max(others) > max(ours)
+
+
+def changed_since_grant(obj: Mapping[str, Any]) -> bool:
+    """Whether the Service changed after the status showing its IPs was written (design §3.4).
+
+    metadata.generation newer than our condition's observedGeneration, where the API server keeps a
+    generation; Services have none (kube-apiserver 1.36), so there the cache's EDITED_AFTER_STATUS mark,
+    taken from managedFields, says it. False when neither says anything.
+    """
+    generation = obj["metadata"].get("generation")
+    for cond in (obj.get("status") or {}).get("conditions") or ():
+        if cond.get("type") == CONDITION_TYPE:
+            observed = cond.get("observedGeneration")
+            if isinstance(generation, int) and isinstance(observed, int):
+                return generation > observed
+    return bool(obj.get(EDITED_AFTER_STATUS))
 
 
 def _first_annotation(
@@ -117,8 +157,9 @@ def read_service(
 ) -> ServiceInput:
     """The request, plus the first problem found in the user's input.
 
-    A request is built even when there is a problem (with the faulty part left out) so that adoption
-    at start still registers the IPs such a Service holds; the reconciler does not call `ensure` on it.
+    A request is built even when there is a problem (with the faulty part left out, the problem in
+    `request.problem`), so that adoption at start registers the IPs such a Service holds and `ensure` keeps
+    what the current inputs may keep without adding anything.
     """
     meta = obj["metadata"]
     spec = obj.get("spec") or {}
@@ -208,5 +249,7 @@ def read_service(
         namespace_labels=tuple(sorted((namespace_labels or {}).items())),
         reassign_orphans=reassign_orphans if orphan_policy is None else orphan_policy == "reassign",
         current_ips=status_ips(obj) if current_ips is None else current_ips,
+        changed_since_grant=changed_since_grant(obj),
+        problem=problems[0].message if problems else None,
     )
     return ServiceInput(request, problems[0] if problems else None, tuple(deprecations))

@@ -146,15 +146,8 @@ class ServiceReconciler:
             self._warned[key] = seen
             for message in inp.deprecations:
                 self._recorder.record(obj, "Warning", "DeprecatedField", message)
-        if inp.problem is not None:
-            held = self.allocator.assignment(key)
-            cond = ConditionSpec("True" if held else "False", inp.problem.reason, inp.problem.message)
-            wrote = await self._write(obj, current_ingress(obj), cond, span)
-            if wrote:
-                self._recorder.record(obj, "Warning", "AllocationFailed", inp.problem.message)
-            self._metrics.allocation("invalid")
-            return Outcome("invalid", wrote)
-
+        # With an input problem too: the allocator then adds nothing but still lets go of what the current
+        # inputs may not keep, and the status shows only what it holds (never an IP another Service won).
         with self._tracer.start_as_current_span("allocate") as alloc_span:
             decision = self.allocator.ensure(inp.request)
             alloc_span.set_attribute("stablelb.reason", decision.reason.value)
@@ -165,6 +158,15 @@ class ServiceReconciler:
 
         before = status_ips(obj)
         ingress = desired_ingress(current_ingress(obj), decision.ips)
+        if inp.problem is not None:
+            problem = inp.problem
+            cond = ConditionSpec("True" if decision.ips else "False", problem.reason, problem.message)
+            wrote = await self._write(obj, ingress, cond, span)
+            if wrote:
+                self._record_lost(obj, decision, before)
+                self._recorder.record(obj, "Warning", "AllocationFailed", problem.message)
+            self._metrics.allocation("invalid")
+            return Outcome("invalid", wrote)
         wrote = await self._write(obj, ingress, self._condition(decision, obj), span)
         if wrote:
             self._record_decision_events(obj, decision, before)
@@ -186,9 +188,12 @@ class ServiceReconciler:
         ns_labels = (ns_obj or {}).get("metadata", {}).get("labels") or {}
         current: tuple[str, ...] | None = None
         if use_allocator:
-            # While we lead, our own record wins over a status write that has not landed yet (409, crash
-            # of the request): re-deciding from the stale status could hand out a different IP.
-            current = self.allocator.assignment(ServiceKey(namespace, obj["metadata"]["name"])) or None
+            # While we lead, our own record comes first, before a status write that has not landed yet (409,
+            # crash of the request): re-deciding from the stale status could hand out a different IP. The
+            # status IPs follow, so a family lost to an older claim is still seen as lost (DuplicateIP).
+            held = self.allocator.assignment(ServiceKey(namespace, obj["metadata"]["name"]))
+            if held:
+                current = held + tuple(ip for ip in status_ips(obj) if ip not in held)
         return read_service(
             obj,
             reassign_orphans=self._policy.reassign_orphans,
@@ -266,7 +271,9 @@ class ServiceReconciler:
             self._recorder.record(obj, "Normal", "IPReleased", f"released {', '.join(decision.released)}")
         if decision.reason is Reason.DUPLICATE_IP:
             self._recorder.record(obj, "Warning", "DuplicateIPResolved", decision.message)
-        elif decision.reason is Reason.IP_OUTSIDE_POOL:
+        else:
+            self._record_lost(obj, decision, before)
+        if decision.reason is Reason.IP_OUTSIDE_POOL:
             self._recorder.record(obj, "Warning", "IPOutsidePool", decision.message)
         if new:
             pool = f" from pool {decision.pool}" if decision.pool else ""
@@ -285,6 +292,13 @@ class ServiceReconciler:
         log.info("dropping an unconfirmed assignment after a conflict",
                  extra={"service": str(key), "ips": ",".join(sorted(held))})
         self._release(key)
+
+    def _record_lost(self, obj: dict[str, Any], decision: Decision, before: tuple[str, ...]) -> None:
+        """A Warning when an IP the status showed went to another Service and no new one came instead."""
+        dropped = [ip for ip in before if ip not in decision.ips]
+        if decision.lost is not None and dropped:
+            why = f"{decision.lost}; removed {', '.join(dropped)} from status"
+            self._recorder.record(obj, "Warning", "DuplicateIPResolved", why)
 
     async def _write(
         self, obj: dict[str, Any], ingress: list[dict[str, Any]], cond: ConditionSpec | None, span: Span

@@ -17,6 +17,7 @@ from controller.ipam import (
     Reason,
     Selector,
     ServiceAllocation,
+    ServiceKey,
     ServiceRequest,
 )
 from controller.ipam.addresses import AddressError, parse_ip
@@ -282,3 +283,21 @@ def test_zone_id_in_a_requested_ip_is_refused() -> None:
     assert d.ips == () and d.pending and "zone" in d.message
     assert a.holders("fd00::9") == ()
 
+
+
+# ---------------------------------------------------------------------------------------------- defect 2
+def test_an_input_problem_adds_nothing_but_lets_go_of_what_may_no_longer_be_kept() -> None:
+    # The edit that made the problem also made B's ports clash with A on the shared IP (A2's finding 1).
+    a = allocator(V4)
+    settle(a, svc("a", created=1.0, sharing_key="k", ports=(("TCP", 80),)))
+    _, b = settle(a, svc("b", created=2.0, sharing_key="k", ports=(("TCP", 443),)))
+    assert a.holders("10.0.0.0") == (ServiceKey("default", "a"), b.key)
+    broken = replace(b, ports=frozenset({Port("TCP", 80)}), problem="annotations disagree")
+    d = a.ensure(broken)
+    assert d.ips == () and d.pending and d.reason == Reason.CONFLICTING_REQUESTS
+    assert d.message == "annotations disagree" and d.lost is not None and "default/a" in d.lost
+    assert a.holders("10.0.0.0") == (ServiceKey("default", "a"),)
+    # without a clash it keeps what it has, and adds nothing
+    _, c = settle(a, svc("c"))
+    d = a.ensure(replace(c, families=("IPv4", "IPv6"), family_policy="PreferDualStack", problem="bad"))
+    assert d.ips == c.current_ips and d.pending and d.lost is None

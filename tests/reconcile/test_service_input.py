@@ -5,7 +5,15 @@ from typing import Any
 import pytest
 
 from controller.ipam import Port, ServiceKey
-from controller.reconcile.service_input import is_ours, read_service, status_ips
+from controller.ipam.sharing import SharingTerms, compatible
+from controller.reconcile.service_input import (
+    CONDITION_TYPE,
+    EDITED_AFTER_STATUS,
+    edited_after_status,
+    is_ours,
+    read_service,
+    status_ips,
+)
 
 
 def svc(
@@ -95,6 +103,7 @@ def test_agreeing_sources_are_fine() -> None:
         ("not-an-ip", "'not-an-ip' is not an IP address"),
         ("192.168.10.1,192.168.10.2", "two IPv4 addresses"),
         (" , ", "is empty"),
+        ("fd00::9%eth0", "has a zone id"),  # issue 9 defect 10: Python alone would accept it
     ],
 )
 def test_malformed_ip_annotation(value: str, needle: str) -> None:
@@ -163,3 +172,48 @@ def test_legacy_metallb_annotations_work_and_are_flagged() -> None:
         "use stablelb.io/pool (or metallb.io/address-pool)",
     )
     assert read_service(svc({"metallb.io/address-pool": "gold"}), reassign_orphans=False).deprecations == ()
+
+
+def test_local_without_selector_may_share_with_cluster() -> None:
+    # issue 9 defect 10: MetalLB's backend key is the (empty) selector for Local, "" for Cluster
+    key = {"stablelb.io/sharing-key": "k"}
+    local = read_service(svc(key, spec={"externalTrafficPolicy": "Local"}), reassign_orphans=False).request
+    udp = {"ports": [{"port": 53, "protocol": "UDP"}]}
+    cluster = read_service(svc(key, spec=udp), reassign_orphans=False).request
+    assert compatible(SharingTerms.of(local), SharingTerms.of(cluster))
+
+
+def test_an_input_problem_travels_in_the_request() -> None:
+    # The reconciler calls ensure with it: nothing is added, what may no longer be kept still goes.
+    inp = read_service(svc({"stablelb.io/pool": "a", "metallb.io/address-pool": "b"}), reassign_orphans=False)
+    assert inp.problem is not None and inp.request.problem == inp.problem.message
+    assert read_service(svc(), reassign_orphans=False).request.problem is None
+
+
+def _managed(manager: str, time: str, subresource: str | None = None) -> dict[str, Any]:
+    entry = {"manager": manager, "operation": "Update", "time": time}
+    if subresource:
+        entry["subresource"] = subresource
+    return entry
+
+
+def test_edited_after_status_compares_managed_fields_times() -> None:
+    ours = _managed("stablelb-controller", "2026-01-01T00:00:05Z", "status")
+    assert edited_after_status([_managed("kubectl", "2026-01-01T00:00:06Z"), ours], "stablelb-controller")
+    assert not edited_after_status([_managed("kubectl", "2026-01-01T00:00:05Z"), ours], "stablelb-controller")
+    # someone else's status write does not count as ours, nor as an edit
+    other_status = _managed("restore", "2026-01-01T00:00:09Z", "status")
+    edit = _managed("kubectl", "2026-01-01T00:00:06Z")
+    assert not edited_after_status([edit, other_status], "stablelb-controller")
+    assert not edited_after_status(None, "stablelb-controller")
+
+
+def test_changed_since_grant_from_generation_or_the_cache_mark() -> None:
+    cond = {"type": CONDITION_TYPE, "status": "True", "reason": "Allocated", "observedGeneration": 2}
+    def changed(obj: dict[str, Any]) -> bool:
+        return read_service(obj, reassign_orphans=False).request.changed_since_grant
+
+    assert changed(svc(status={"conditions": [cond]}, generation=3))
+    assert not changed(svc(status={"conditions": [cond]}, generation=2))
+    assert changed({**svc(), EDITED_AFTER_STATUS: True})
+    assert not changed(svc())
