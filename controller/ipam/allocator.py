@@ -515,7 +515,7 @@ class Allocator:
         tags.add(home.name)
         added: dict[str, int] = {}
         for family in missing:
-            if not home.allocatable or not home.allows(request) or not home.has_family(family):
+            if not _offers(home, request) or not home.has_family(family):
                 continue
             value = self._shared_ip(request, terms, home, family)
             if value is None:
@@ -550,17 +550,31 @@ class Allocator:
                     out[family] = None
             return out
 
+        # Two tiers, as MetalLB's Allocate: the pools whose serviceAllocation selects the Service (or the
+        # requested pool), and only when they give nothing the plain autoAssign pools. Within a tier, a pool
+        # holding the sharing group's IP or the old IP of a re-created Service comes first.
         plans = [(pool, plan(pool)) for pool in candidates]
-        # A pool holding the sharing group's IP, then one holding the old IP of a re-created Service, first.
-        plans.sort(key=lambda item: (0 if any(v is not None for v in item[1].values()) else 1))
+        plans.sort(
+            key=lambda item: (
+                item[0].spec.service_allocation is None and request.requested_pool is None,
+                not any(v is not None for v in item[1].values()),
+            )
+        )
         chosen: tuple[Pool, dict[str, int | None]] | None = None
-        complete = [item for item in plans if all(f in item[1] for f in wanted)]
-        if complete:
-            chosen = complete[0]
-        elif request.family_policy == PREFER_DUAL_STACK:
-            # As MetalLB's findBestPoolForService: a pool serving the first-listed family, else any.
-            chosen = next((item for item in plans if wanted[0] in item[1]), None)
-            chosen = chosen or next((item for item in plans if item[1]), None)
+        for plain in (False, True):
+            tier = [
+                item
+                for item in plans
+                if (item[0].spec.service_allocation is None and request.requested_pool is None) == plain
+            ]
+            # MetalLB's findBestPoolForService: a pool giving every family; for PreferDualStack else one
+            # giving the first-listed family, else one giving any.
+            chosen = next((item for item in tier if all(f in item[1] for f in wanted)), None)
+            if chosen is None and request.family_policy == PREFER_DUAL_STACK:
+                chosen = next((item for item in tier if wanted[0] in item[1]), None)
+                chosen = chosen or next((item for item in tier if item[1]), None)
+            if chosen is not None:
+                break
         if chosen is None:
             return {}, self._exhausted_why(candidates, wanted, request)
         pool, picks = chosen
@@ -771,12 +785,21 @@ def _unusable_why(pool: Pool, request: ServiceRequest) -> str:
         return "is disabled"
     if not pool.allows(request):
         return "does not serve this Service (serviceAllocation)"
+    if not _offers(pool, request):
+        return "hands out addresses only to Services that ask for it (autoAssign false)"
     return "cannot allocate"
+
+
+def _offers(pool: Pool, request: ServiceRequest) -> bool:
+    """Whether the pool may hand this Service a new address now (as choose_pools would offer it)."""
+    if not pool.allocatable or not pool.allows(request):
+        return False
+    return pool.spec.auto_assign or request.requested_pool == pool.name
 
 
 def _lack_why(pool: Pool, families: list[str], request: ServiceRequest) -> _Outcome:
     """Why a Service that holds IPs of pool lacks these families."""
-    if not pool.allocatable or not pool.allows(request):
+    if not _offers(pool, request):
         return _Outcome(Reason.FAMILY_UNAVAILABLE, f"pool {pool.name!r} {_unusable_why(pool, request)}", True)
     absent = [f for f in families if not pool.has_family(f)]
     if absent:

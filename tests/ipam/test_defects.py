@@ -301,3 +301,25 @@ def test_an_input_problem_adds_nothing_but_lets_go_of_what_may_no_longer_be_kept
     _, c = settle(a, svc("c"))
     d = a.ensure(replace(c, families=("IPv4", "IPv6"), family_policy="PreferDualStack", problem="bad"))
     assert d.ips == c.current_ips and d.pending and d.lost is None
+
+
+def test_adding_the_missing_family_respects_auto_assign() -> None:
+    # A2's finding 2: the kept IP's pool adds the other family only if it would serve this Service now.
+    a = allocator(PoolSpec("manual", ("10.0.0.0/30", "fd00::/125"), auto_assign=False))
+    dual = {"families": ("IPv4", "IPv6"), "policy": "PreferDualStack"}
+    d, r = settle(a, svc("s", requested_ips=("10.0.0.1",), **dual))  # type: ignore[arg-type]
+    assert d.ips == ("10.0.0.1",)
+    d = a.ensure(replace(r, requested_ips=()))
+    assert d.ips == ("10.0.0.1",) and d.pending and "autoAssign" in d.message
+    assert a.ensure(replace(r, requested_ips=(), requested_pool="manual")).ips == ("10.0.0.1", "fd00::1")
+
+
+def test_service_allocation_pools_come_before_the_first_family_rule() -> None:
+    # A2's finding 3: MetalLB tries the pools selecting the Service first, the plain ones only after.
+    prio2 = ServiceAllocation(priority=2)
+    matched = PoolSpec("c-matched-v4", ("10.0.0.12-10.0.0.15",), service_allocation=prio2)
+    a = allocator(PoolSpec("b-plain-v6", ("fd00::/125",)), matched)
+    assert a.ensure(svc("s", families=("IPv6", "IPv4"), policy="PreferDualStack")).ips == ("10.0.0.12",)
+    both = PoolSpec("a-plain-both", ("10.0.1.0/30", "fd00:1::/125"))
+    b = allocator(both, matched)
+    assert b.ensure(svc("s", families=("IPv4", "IPv6"), policy="PreferDualStack")).ips == ("10.0.0.12",)
