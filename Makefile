@@ -64,6 +64,14 @@ chaos: venv binaries
 	  STABLELB_CHAOS_SEED=random $(PY) -m pytest e2e/test_randomized.py -q -rP $(PYTEST_ARGS) || exit 1; \
 	done
 
+# Takeover under injected faults (fault proxy, API server restart) with one fresh seed, each scenario
+# TAKEOVER_RUNS times (CI: fixed seed, once); a failure prints STABLELB_TAKEOVER_SEED to replay it.
+TAKEOVER_RUNS ?= 5
+.PHONY: chaos-takeover
+chaos-takeover: venv binaries
+	STABLELB_TAKEOVER_SEED=random STABLELB_TAKEOVER_RUNS=$(TAKEOVER_RUNS) \
+	  $(PY) -m pytest e2e/test_takeover_faults.py -q -rP $(PYTEST_ARGS)
+
 # Benchmarks (tables go to docs/benchmarks.md by hand, with the machine): allocator, informer, controller.
 bench: venv binaries
 	$(PY) bench/allocator.py
