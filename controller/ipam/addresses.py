@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .model import IPV4, IPV6
@@ -158,23 +158,6 @@ def usable_ipv4_count(first: int, last: int) -> int:
         return (n >> 8) * 254 + max(0, min(n & 0xFF, 0xFF) - 1)
 
     return below(last + 1) - below(first) if last >= first else 0
-
-
-def without_buggy(ranges: Iterable[IPRange]) -> Iterator[IPRange]:
-    """Split IPv4 ranges around every .0/.255 address; IPv6 ranges pass through unchanged."""
-    for r in ranges:
-        if r.family != IPV4:
-            yield r
-            continue
-        start = r.first
-        while start <= r.last:
-            if buggy_ipv4(start):
-                start += 1
-                continue
-            # the run ends before the next .255 (a .255 is always followed by the next block's .0)
-            end = min(r.last, (start | 0xFF) - 1)
-            yield IPRange(IPV4, start, end)
-            start = end + 1
 
 
 def family_bits(family: str) -> int:
