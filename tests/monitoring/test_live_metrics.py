@@ -122,28 +122,10 @@ async def test_controller_serves_probes_and_metrics_apart_with_what_alerts_and_d
         }
         assert counts == {"total": 2, "assigned": 2, "available": 0}
         assert series["process_resident_memory_bytes"][0][1] > 0
-        # The harness also passes the deprecated --http-addr: the explicit flags won, nothing listens there.
+        # The harness also passes the deprecated --http-addr: the explicit flags won, nothing listens there,
+        # and the log says how to migrate (the alias alone serving both is in tests/shell/test_http.py).
         assert get(f"http://{group.http_addr(0)}/metrics")[0] == 0
-    finally:
-        group.stop_all()
-        sc.cleanup()
-
-
-async def test_deprecated_http_addr_still_serves_everything_and_says_so(
-    stablelb_installed: LocalCluster,
-    controller_kubeconfig: Path,
-    namespace: str,
-    tmp_path: Path,
-    wait_for: Any,
-) -> None:
-    # The harness still starts controllers with --http-addr: that is this alias in use.
-    group = ControllerSet(tmp_path / "controllers", default_kubeconfig=controller_kubeconfig)
-    sc = Scenario(stablelb_installed.api, namespace, group)
-    try:
-        sc.start(1)
-        base = f"http://{group.http_addr(0)}"
-        await wait_for(lambda: get(base + "/readyz")[0] == 200, timeout=60, describe=group.describe)
-        assert get(base + "/metrics")[0] == 200
         assert "--http-addr is deprecated" in group.logs(0)
     finally:
         group.stop_all()
+        sc.cleanup()
