@@ -224,31 +224,26 @@ class Model:
             return False
         return not alloc.service_selectors or any(s.matches(labels) for s in alloc.service_selectors)
 
-    def candidates(self, svc: Svc, inp: Inputs) -> list[str]:
-        """Pools a Service may get new addresses from, best first."""
+    def tiers(self, svc: Svc, inp: Inputs) -> list[list[str]]:
+        """Pools a Service may get new addresses from, in tiers, best first (MetalLB's pinned, then plain)."""
         if inp.pool is not None:
             ok = inp.pool in self.pools and self.allocatable(inp.pool) and self.allows(inp.pool, svc)
-            return [inp.pool] if ok else []
-        first_family = inp.wanted[0] if inp.wanted else V4
-
-        def rank(name: str) -> tuple[int, int, bool, str]:
-            alloc = self.pools[name].service_allocation
-            # priority: lower wins; unset or 0 after every prioritized pool (MetalLB reads 0 as unset)
-            if alloc is None:
-                group, prio = 2, 0
-            elif alloc.priority:
-                group, prio = 0, alloc.priority
-            else:
-                group, prio = 1, 0
-            serves_first = any(f == first_family for f, _ in self.addrs(name))
-            return (group, prio, not serves_first, name)
-
+            return [[inp.pool]] if ok else []
         usable = [
-            n
-            for n, p in self.pools.items()
-            if p.auto_assign and self.allocatable(n) and self.allows(n, svc)
+            n for n, p in self.pools.items() if p.auto_assign and self.allocatable(n) and self.allows(n, svc)
         ]
-        return sorted(usable, key=rank)
+
+        def by_priority(name: str) -> tuple[bool, int, str]:
+            # lower wins; unset or 0 after every prioritized pool (MetalLB reads 0 as unset)
+            priority = self.pools[name].service_allocation.priority or 0  # type: ignore[union-attr]
+            return (priority == 0, priority, name)
+
+        matched = sorted((n for n in usable if self.pools[n].service_allocation), key=by_priority)
+        plain = sorted(n for n in usable if not self.pools[n].service_allocation)
+        return [tier for tier in (matched, plain) if tier]
+
+    def candidates(self, svc: Svc, inp: Inputs) -> list[str]:
+        return [name for tier in self.tiers(svc, inp) for name in tier]
 
     def home(self, family: str, value: int) -> str | None:
         """The pool an address belongs to: the oldest non-conflicting pool containing it."""
@@ -395,27 +390,35 @@ class Model:
             recent = self.recent.get(svc.key)
             if recent is not None and recent[0] != svc.uid:
                 reclaim = recent[1]  # re-created under the same name: its old address if still free
-            plans = []
-            for name in self.candidates(svc, inp):
-                plan: dict[str, int] = {}
-                preferred = False
-                for family in target:
-                    value = self.shared_ip(name, family, svc.key, inp.terms)
-                    old = reclaim.get(family)
-                    if value is None and old is not None and (family, old) in self.addrs(name):
-                        value = old if not self.holders((family, old)) else None
-                    preferred = preferred or value is not None
-                    if value is None:
-                        value = self.next_free(name, family)
-                    if value is not None:
-                        plan[family] = value
-                plans.append((not preferred, plan))
-            plans = [p for p in sorted(plans, key=lambda p: p[0]) if p[1]]  # stable: rank kept among equals
-            for _, plan in plans:
-                if len(plan) == len(target):
-                    return plan, None
-            if plans and svc.policy == "PreferDualStack":
-                return plans[0][1], WAITING
+            for tier in self.tiers(svc, inp):
+                plans = []
+                for name in tier:
+                    plan: dict[str, int] = {}
+                    preferred = False
+                    for family in target:
+                        value = self.shared_ip(name, family, svc.key, inp.terms)
+                        old = reclaim.get(family)
+                        if value is None and old is not None and (family, old) in self.addrs(name):
+                            value = old if not self.holders((family, old)) else None
+                        preferred = preferred or value is not None
+                        if value is None:
+                            value = self.next_free(name, family)
+                        if value is not None:
+                            plan[family] = value
+                    if plan:
+                        plans.append((not preferred, plan))
+                # stable sort: a pool with the sharing group's (or a reclaimed) address first, rank order kept
+                plans.sort(key=lambda p: p[0])
+                # MetalLB's findBestPoolForService: every family, else the first-listed family, else any
+                for _, plan in plans:
+                    if len(plan) == len(target):
+                        return plan, None
+                if svc.policy == "PreferDualStack":
+                    for _, plan in plans:
+                        if target[0] in plan:
+                            return plan, WAITING
+                    if plans:
+                        return plans[0][1], WAITING
             return {}, WAITING
         finally:
             if saved is not None:
