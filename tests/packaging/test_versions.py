@@ -65,3 +65,13 @@ def test_make_set_version_changes_every_copy(tmp_path: Path) -> None:
     assert (chart["version"], chart["appVersion"]) == ("9.8.7", "9.8.7")
     [image] = yaml.safe_load((tmp_path / "manifests/kustomization.yaml").read_text())["images"]
     assert str(image["newTag"]) == "9.8.7"
+
+
+def test_dockerfile_installs_through_the_script_the_install_test_runs() -> None:
+    # tests/packaging/test_image_install.py runs image/install.sh's two steps; the image must use the same.
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    run = re.search(r"^RUN sh image/install.sh wheel /src /dist \\\n \&\& sh image/install.sh venv "
+                    r"/opt/stablelb /src /dist$", dockerfile, re.M)  # fmt: skip
+    assert run, "the build stage must install with image/install.sh wheel + venv"
+    assert "COPY --from=build /opt/stablelb /opt/stablelb" in dockerfile
+    assert "pip uninstall --yes --quiet pip setuptools wheel" in dockerfile
