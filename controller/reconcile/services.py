@@ -13,7 +13,7 @@ from opentelemetry.trace import Link, Span, Tracer
 from controller.ipam import Allocator, Decision, Reason, ServiceKey
 from controller.kube.client import ApiError, KubeClient
 from controller.kube.events import EventRecorder
-from controller.kube.resources import SERVICES
+from controller.kube.resources import NAMESPACES, SERVICES
 from controller.kube.store import Store
 from controller.metrics import Metrics
 from controller.reconcile.leadership import WriteGate
@@ -140,7 +140,12 @@ class ServiceReconciler:
             return await self._disown(key, obj)
         self._uids[key] = uid
 
-        inp = self._read(obj, use_allocator=True)
+        namespace = self._namespaces.get(key.namespace)
+        if namespace is None:
+            # A Service cannot exist without its Namespace: the namespace cache lags (its watch may be
+            # stalled). The labels decide the pool, so ask the API server instead of assuming none.
+            namespace = await self._read_namespace(key.namespace)
+        inp = self._read(obj, use_allocator=True, namespace=namespace)
         seen = (uid, int(obj["metadata"].get("generation") or 0))
         if inp.deprecations and self._warned.get(key) != seen:
             self._warned[key] = seen
@@ -182,16 +187,26 @@ class ServiceReconciler:
                 return None
             raise
 
-    def _read(self, obj: dict[str, Any], *, use_allocator: bool) -> ServiceInput:
-        namespace = obj["metadata"].get("namespace", "")
-        ns_obj = self._namespaces.get(namespace)
+    async def _read_namespace(self, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._client.request("GET", NAMESPACES.path(name=name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def _read(
+        self, obj: dict[str, Any], *, use_allocator: bool, namespace: dict[str, Any] | None = None
+    ) -> ServiceInput:
+        ns_name = str(obj["metadata"].get("namespace", ""))
+        ns_obj = namespace if namespace is not None else self._namespaces.get(ns_name)
         ns_labels = (ns_obj or {}).get("metadata", {}).get("labels") or {}
         current: tuple[str, ...] | None = None
         if use_allocator:
             # While we lead, our own record comes first, before a status write that has not landed yet (409,
             # crash of the request): re-deciding from the stale status could hand out a different IP. The
             # status IPs follow, so a family lost to an older claim is still seen as lost (DuplicateIP).
-            held = self.allocator.assignment(ServiceKey(namespace, obj["metadata"]["name"]))
+            held = self.allocator.assignment(ServiceKey(ns_name, obj["metadata"]["name"]))
             if held:
                 current = held + tuple(ip for ip in status_ips(obj) if ip not in held)
         return read_service(

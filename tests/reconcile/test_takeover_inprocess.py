@@ -159,7 +159,7 @@ async def test_liveness_covers_the_event_recorder(start: Start, wait_for: Any) -
     assert "event-recorder" in failed.detail
 
 
-async def test_a_namespace_reaching_the_cache_late_serves_its_pending_services(
+async def test_a_service_whose_namespace_is_not_cached_yet_gets_the_pool_its_namespace_selects(
     start: Start, cluster: Any, wait_for: Any
 ) -> None:
     team = uuid.uuid4().hex[:8]
@@ -169,6 +169,8 @@ async def test_a_namespace_reaching_the_cache_late_serves_its_pending_services(
             "addresses": [cidr],
             "serviceAllocation": {"namespaceSelectors": [{"matchLabels": {"team": team}}]},
         },
+        # Read without its namespace's labels, the Service would take an address from here and keep it.
+        unique_pool("general"): {"addresses": ["192.168.63.16/28"]},
     })
     await wait_for(lambda: run.controller.gate.is_open, timeout=60)
     stall(run.controller, run.controller.namespaces)
@@ -176,11 +178,13 @@ async def test_a_namespace_reaching_the_cache_late_serves_its_pending_services(
     run.api.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
                                         "metadata": {"name": ns, "labels": {"team": team}}})
     run.api.post(f"/api/v1/namespaces/{ns}/services", lb_service("web", run.lb_class))
-    # Reconciled while its namespace is unknown (no labels): no pool matches.
-    await wait_for(lambda: run.controller.services.store.get(f"{ns}/web") is not None, timeout=30)
-    await asyncio.sleep(1.0)
+    # Reconciled while the namespace cache does not have the namespace yet.
+    ips = await wait_for(lambda: ips_of(run.api, ns, "web"), timeout=60)
+    assert in_range(ips, cidr), ips
     resume(run.controller, run.controller.namespaces)
-    await wait_for(lambda: in_range(ips_of(run.api, ns, "web"), cidr), timeout=60)
+    await wait_for(lambda: run.controller.namespaces.store.get(ns) is not None, timeout=30)
+    await asyncio.sleep(1.0)
+    assert ips_of(run.api, ns, "web") == ips
 
 
 async def test_a_removed_range_stops_serving_before_the_pool_worker_runs(
