@@ -7,9 +7,9 @@
 # requirements.lock (hashes required, wheels only) into a virtualenv without pip; the final stage copies only
 # that virtualenv. image/install.sh holds both steps; tests/packaging/test_image_install.py runs the same script.
 
-# python:3.11-slim-bookworm, pinned by its multi-arch index digest (update tag and digest together:
-# `docker buildx imagetools inspect python:3.11-slim-bookworm`). The digest was taken from a public record and
-# could not be re-checked from the machine this was written on (no registry access there).
+# python:3.11-slim-bookworm, pinned by digest; it must be the multi-arch index digest (update tag and digest
+# together: `docker buildx imagetools inspect python:3.11-slim-bookworm`). This digest was taken from a public
+# record and could not be checked from the machine this was written on (no registry access there).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
 
 FROM ${PYTHON_IMAGE} AS build
