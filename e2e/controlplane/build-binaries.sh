@@ -179,6 +179,14 @@ build_promtool() {
 }
 
 what="${1:-default}"
+# Two builders at once (two `make test` runs, a demo beside a test) would share each <component>.tmp folder
+# and one would lose its work: the second waits here, then finds the first one's binaries cached.
+mkdir -p "$CACHE/bin"
+exec 9>"$CACHE/bin/.build.lock"
+if ! flock -n 9; then
+  say "another build of the local binaries is running; waiting for it (lock $CACHE/bin/.build.lock)"
+  flock 9
+fi
 case "$what" in
   kube) build_kube ;;
   etcd) build_etcd ;;
