@@ -715,7 +715,7 @@ class Bench:
             self.cluster.stop()
 
     def report(self) -> None:
-        width = max(len(name) for name, _ in self.rows)
+        width = max((len(name) for name, _ in self.rows), default=10)
         size = self.n + self.args.backlog
         print(
             f"\nN = {self.n} (+ backlog {self.args.backlog}) LoadBalancer Services, pool of exactly {size} "
