@@ -80,7 +80,8 @@ bench: venv binaries
 
 # Packaging: lock files, one version everywhere, the image, the supported Kubernetes range.
 .PHONY: lock set-version image version-matrix
-PIP_TOOLS_VENV ?= $(VENV)-lock
+# pip-tools in its own virtualenv inside .venv (git-ignored), pinned with the pip it supports.
+PIP_TOOLS_VENV ?= $(VENV)/pip-tools
 # Runtime (requirements.lock) and wheel-build (requirements-build.lock) dependencies with hashes, for
 # Python 3.11 (the image's); tests/packaging/test_lock.py fails while they disagree with pyproject.toml.
 lock:
