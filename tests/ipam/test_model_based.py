@@ -134,7 +134,13 @@ def inputs(draw: st.DrawFn, *, sharing: bool = True) -> Inputs:
 
 @st.composite
 def one_field_edit(draw: st.DrawFn, old: Inputs) -> Inputs:
-    field_name = draw(st.sampled_from(["ports", "labels", "families", "policy"]))
+    field_name = draw(st.sampled_from(["ports", "labels", "families", "policy", "pool"]))
+    if field_name == "pool":  # the pool annotation alone (set, changed or removed)
+        ann = {k: v for k, v in old.annotations if k not in POOL_SOURCES}
+        pool = draw(st.sampled_from([None, *POOL_NAMES]))
+        if pool is not None:
+            ann["stablelb.io/pool"] = pool
+        return replace(old, annotations=tuple(sorted(ann.items())))
     if field_name == "ports":
         return replace(old, ports=draw(st.frozensets(st.sampled_from(PORTS), min_size=1)))
     if field_name == "labels":
@@ -173,9 +179,14 @@ ALLOCATIONS = [
 
 @st.composite
 def pool_spec(draw: st.DrawFn, name: str) -> PoolSpec:
+    blocks = draw(st.lists(block(), min_size=1, max_size=3))
+    only = draw(st.sampled_from([None, "10.", "fd00:"]))  # often single-family pools (family order matters)
+    if only is not None:
+        fallback = "10.0.0.0/30" if only == "10." else "fd00::/125"
+        blocks = [b for b in blocks if b.startswith(only)] or [fallback]
     return PoolSpec(
         name=name,
-        addresses=tuple(draw(st.lists(block(), min_size=1, max_size=3))),
+        addresses=tuple(blocks),
         created=float(draw(st.integers(0, 3))),
         auto_assign=draw(st.integers(0, 5)) > 0,
         avoid_buggy_ips=draw(st.integers(0, 4)) == 0,
@@ -364,18 +375,40 @@ class ModelMachine(RuleBasedStateMachine):
         self.pools = {p.name: p for p in (a, b) if p is not None}
         self._set_pools()
 
+    def _maybe_request_a_held_ip(self, data: st.DataObject, i: Inputs) -> Inputs:
+        """Often ask for an address someone already holds: sharing groups, RequestedIPInUse, duplicates."""
+        held = sorted({ip for s in self.services.values() for ip in s.status})
+        if not held or data.draw(st.booleans()):
+            return i
+        ip = data.draw(st.sampled_from(held))
+        family = "IPv6" if ":" in ip else "IPv4"
+        families = (family, *(f for f in i.families if f != family))
+        ann = {k: v for k, v in i.annotations if k not in IP_SOURCES}
+        ann["stablelb.io/ips"] = ip
+        holders = [s for s in self.services.values() if ip in s.status]
+        keys = sorted({v for h in holders for k, v in h.inputs.annotations if k in SHARING_SOURCES})
+        share: bool = data.draw(st.integers(0, 3)) > 0
+        if keys and share:  # often to share it
+            ann = {k: v for k, v in ann.items() if k not in SHARING_SOURCES}
+            ann["stablelb.io/sharing-key"] = data.draw(st.sampled_from(keys))
+        policy = "PreferDualStack" if i.policy == "RequireDualStack" else i.policy
+        annotations = tuple(sorted(ann.items()))
+        return replace(i, families=families, policy=policy, annotations=annotations, spec_ip=None)
+
     @rule(
+        data=st.data(),
         name=st.sampled_from(NAMES),
         ns=st.sampled_from(sorted(NAMESPACES)),
         i=inputs(),
         same_second=st.booleans(),
     )
-    def create(self, name: str, ns: str, i: Inputs, same_second: bool) -> None:
+    def create(self, data: st.DataObject, name: str, ns: str, i: Inputs, same_second: bool) -> None:
         key = ServiceKey(ns, name)
         if key in self.services:
             return
         n = next(self.seq)
         created = max((s.created for s in self.services.values()), default=0) + (0 if same_second else 1)
+        i = self._maybe_request_a_held_ip(data, i)
         self.services[key] = Service(key, f"uid-{n:04d}", created, i)
         self._reconcile(self.services[key])
         self._settle()
@@ -390,7 +423,7 @@ class ModelMachine(RuleBasedStateMachine):
     @rule(data=st.data(), i=inputs())
     def edit(self, data: st.DataObject, i: Inputs) -> None:
         s = self.services[data.draw(st.sampled_from(sorted(self.services)))]
-        self._edit(s, i)
+        self._edit(s, self._maybe_request_a_held_ip(data, i))
         self._reconcile(s)
         self._settle()
 
@@ -451,6 +484,26 @@ class ModelMachine(RuleBasedStateMachine):
     def delete_pool(self, name: str) -> None:
         self.pools.pop(name, None)
         self._set_pools()
+        self._settle()
+
+    @rule(data=st.data(), while_down=st.booleans())
+    def clash_sharers(self, data: st.DataObject, while_down: bool) -> None:
+        """A Service sharing an IP takes a port of a co-holder (live, or while no leader runs)."""
+        pairs = [
+            (x, y)
+            for x, y in itertools.permutations(sorted(self.services), 2)
+            if set(self.services[x].status) & set(self.services[y].status)
+        ]
+        if not pairs:
+            return
+        x, y = data.draw(st.sampled_from(pairs))
+        s, other = self.services[x], self.services[y]
+        taken = data.draw(st.sampled_from(sorted(other.inputs.ports)))
+        self._edit(s, replace(s.inputs, ports=s.inputs.ports | {taken}))
+        if while_down:
+            self.alloc, self.model = self._restarted()
+        else:
+            self._reconcile(s)
         self._settle()
 
     @rule(data=st.data(), edit=st.sampled_from(["none", "one field", "inputs"]))
