@@ -387,7 +387,7 @@ class Bench:
             async with session.request(method, url, data=orjson.dumps(body), headers=headers) as resp:
                 if resp.status < 300:
                     return
-                if resp.status in (429, 500, 503, 504) and attempt < 4:
+                if resp.status in (429, 500, 503, 504) and attempt < 4 and method != "DELETE":
                     await asyncio.sleep(0.5)
                     continue
                 raise RuntimeError(f"{method} {path}: {resp.status} {await resp.text()}")
@@ -444,9 +444,17 @@ class Bench:
         self.bare_seconds = time.monotonic() - t0
         self.row("bare limit: N x (create + PATCH + Event), no controller",
                  f"{self.bare_seconds:.1f} s ({self.n / self.bare_seconds:.0f} Services/s)")
-        # One DELETE per collection: the controller must never see these.
-        await self.send(session, "DELETE", f"{base}/services", {})
-        await self.send(session, "DELETE", f"{base}/events", {})
+        # DELETE per collection: the controller must never see these. A collection of 10,000 outlives the API
+        # server's 60 s request timeout (504) while the server keeps deleting: repeat until it is empty.
+        for collection in ("services", "events"):
+            for _ in range(60):
+                try:
+                    await self.send(session, "DELETE", f"{base}/{collection}", {})
+                    break
+                except RuntimeError as exc:
+                    if " 504 " not in str(exc):
+                        raise
+                    log(f"deleting {collection} of {BARE_NAMESPACE}: {exc}; again")
 
     async def phase_background(self, session: aiohttp.ClientSession) -> None:
         if not self.background:
