@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv binaries test test-unit lint e2e-local e2e cluster-up cluster-down demo demo-down bench chaos clean
+.PHONY: venv control-plane binaries test test-unit lint e2e-local e2e cluster-up cluster-down demo demo-down bench chaos clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,12 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # Local control-plane binaries (kube-apiserver, etcd, jaeger): $KUBEBUILDER_ASSETS when set, else the cache
-# under ~/.cache/stablelb, else built once from the Go module proxy.
+# under ~/.cache/stablelb, else built once from the Go module proxy. `binaries` adds what only the tests use
+# (helm, actionlint, promtool, the oldest supported kube-apiserver), so the demo does not wait for them.
+control-plane:
+	@bash e2e/controlplane/build-binaries.sh default
+	@bash e2e/controlplane/build-binaries.sh jaeger
+
 binaries:
 	@bash e2e/controlplane/build-binaries.sh all
 
@@ -36,7 +41,7 @@ clean:
 
 # A local control plane for people (etcd + kube-apiserver as processes, CRD and RBAC applied); prints
 # `export KUBECONFIG=...`. State lives in .stablelb/ (git-ignored). See docs/local-control-plane.md.
-cluster-up: venv binaries
+cluster-up: venv control-plane
 	@$(PY) -m e2e.harness up
 
 cluster-down: venv
@@ -51,7 +56,7 @@ e2e: venv
 	PYTHON=$(abspath $(PY)) PYTEST_ARGS="$(PYTEST_ARGS)" bash e2e/kind/run.sh
 
 # The whole story on a fresh machine: control plane, Jaeger, two controllers, a before/after table.
-demo: venv binaries
+demo: venv control-plane
 	@$(PY) -m e2e.demo up
 
 demo-down: venv
@@ -59,7 +64,7 @@ demo-down: venv
 
 # Randomized long runs with fresh seeds (CI runs one fixed seed); CHAOS_RUNS=N, STABLELB_CHAOS_STEPS=N.
 CHAOS_RUNS ?= 5
-chaos: venv binaries
+chaos: venv control-plane
 	@for i in $$(seq $(CHAOS_RUNS)); do \
 	  STABLELB_CHAOS_SEED=random $(PY) -m pytest e2e/test_randomized.py -q -rP $(PYTEST_ARGS) || exit 1; \
 	done
@@ -68,7 +73,7 @@ chaos: venv binaries
 # TAKEOVER_RUNS times (CI: fixed seed, once); a failure prints STABLELB_TAKEOVER_SEED to replay it.
 TAKEOVER_RUNS ?= 5
 .PHONY: chaos-takeover
-chaos-takeover: venv binaries
+chaos-takeover: venv control-plane
 	STABLELB_TAKEOVER_SEED=random STABLELB_TAKEOVER_RUNS=$(TAKEOVER_RUNS) \
 	  $(PY) -m pytest e2e/test_takeover_faults.py -q -rP $(PYTEST_ARGS)
 
