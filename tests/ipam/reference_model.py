@@ -113,14 +113,14 @@ def read_inputs(svc: Svc, reassign_default: bool) -> Inputs:
             problem = "requested IP of a family the Service does not have"
         elif requested and svc.policy == "RequireDualStack" and set(requested) != set(wanted):
             problem = "RequireDualStack needs one requested IP per family"
-    if problem is not None:
-        requested = {}
     pools = {ann[s].strip() for s in POOL_SOURCES if s in ann}
     if len(pools) > 1:
         problem, pools = "requested pools disagree", set()
     keys = {ann[s].strip() for s in SHARING_SOURCES if s in ann}
     if len(keys) > 1:
         problem, keys = "sharing keys disagree", set()
+    if problem is not None:
+        requested = {}  # any input problem: "no allocation change", so no requested IP moves anything either
     # MetalLB's backend key: the selector for Local, "" for Cluster (so Local without a selector is "")
     backend = ",".join(f"{k}={v}" for k, v in sorted(svc.selector)) if svc.local else ""
     policy = ann.get("stablelb.io/orphan-policy")
