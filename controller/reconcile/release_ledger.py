@@ -163,6 +163,8 @@ class LedgerWriter:
         what = f"IPPool {name} release ledger"
         if not await patch_status(self._client, self._tracer, self._gate, path, body, what):
             return False  # the pool is gone
+        # Counted from the answer too: a slow write is not followed at once by the next one.
+        self._last_write[name] = self._clock()
         self._written[name] = desired
         self.writes += 1
         return True
