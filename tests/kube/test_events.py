@@ -11,7 +11,7 @@ import pytest
 from controller.app import slim_service
 from controller.kube.client import KubeClient
 from controller.kube.clock import FakeClock
-from controller.kube.events import EventRecorder
+from controller.kube.events import EventRecorder, rfc3339
 from controller.kube.informer import Informer
 from controller.kube.leaderelection import Fenced
 from controller.kube.resources import EVENTS, SERVICES
@@ -212,3 +212,12 @@ async def test_a_sender_that_dies_is_restarted_and_its_shard_keeps_writing() -> 
     assert rec.alive() and not runner.done()
     await rec.close()
     await asyncio.wait_for(runner, 10)
+
+
+def test_rfc3339_to_the_second_follows_the_clock_both_ways() -> None:
+    # The text of the last second is reused: it must never outlive that second, forwards or backwards.
+    assert rfc3339(0.0) == "1970-01-01T00:00:00Z"
+    assert rfc3339(59.99) == "1970-01-01T00:00:59Z"
+    assert rfc3339(60.0) == "1970-01-01T00:01:00Z"
+    assert rfc3339(59.0) == "1970-01-01T00:00:59Z"
+    assert rfc3339(1_798_765_432.5) == "2027-01-01T01:03:52Z"
