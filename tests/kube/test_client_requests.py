@@ -5,7 +5,6 @@ not do on demand (reject a token once, answer a non-JSON error)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -13,7 +12,6 @@ from aiohttp import web
 
 from controller.kube.client import ApiError, KubeClient
 from controller.kube.resources import NAMESPACES, SERVICES
-from e2e.harness.cluster import LocalCluster
 
 
 class Recorded:
@@ -35,13 +33,6 @@ def service(name: str, namespace: str, **labels: str) -> dict[str, Any]:
                      "annotations": {"note": "naïve ☃ \"quoted\""}},
         "spec": {"type": "ClusterIP", "ports": [{"port": 80, "protocol": "TCP"}]},
     }
-
-
-@pytest.fixture
-async def admin(cluster: LocalCluster) -> AsyncIterator[KubeClient]:
-    client = await KubeClient.from_kubeconfig(str(cluster.kubeconfig))
-    yield client
-    await client.close()
 
 
 @pytest.mark.cluster
@@ -150,6 +141,16 @@ UNAUTHORIZED = (401, b'{"kind":"Status","code":401,"reason":"Unauthorized","mess
                 "application/json")
 
 
+async def failed_get(client: KubeClient) -> ApiError:
+    """The ApiError a GET of /api/v1/services raises (the client is closed afterwards)."""
+    try:
+        with pytest.raises(ApiError) as err:
+            await client.request("GET", "/api/v1/services")
+    finally:
+        await client.close()
+    return err.value
+
+
 async def test_a_401_is_retried_once_with_the_refreshed_token_and_the_same_body() -> None:
     async with Scripted([UNAUTHORIZED, (200, b'{"ok": true}', "application/json")]) as server:
         metrics = Recorded()
@@ -171,26 +172,16 @@ async def test_a_401_is_retried_once_with_the_refreshed_token_and_the_same_body(
 
 async def test_a_second_401_is_an_error_not_a_loop() -> None:
     async with Scripted([UNAUTHORIZED]) as server:
-        client = KubeClient(server.url, credentials=RotatingToken())
-        try:
-            with pytest.raises(ApiError) as err:
-                await client.request("GET", "/api/v1/services")
-        finally:
-            await client.close()
-    assert (err.value.status, err.value.reason) == (401, "Unauthorized")
+        error = await failed_get(KubeClient(server.url, credentials=RotatingToken()))
+    assert (error.status, error.reason) == (401, "Unauthorized")
     assert [auth for _, _, auth, _ in server.seen] == ["Bearer t1", "Bearer t2"]
 
 
 async def test_an_error_without_a_status_body_keeps_the_text() -> None:
     async with Scripted([(502, b"upstream <b>gone</b>", "text/html")]) as server:
-        client = KubeClient(server.url)
-        try:
-            with pytest.raises(ApiError) as err:
-                await client.request("GET", "/api/v1/services")
-        finally:
-            await client.close()
-    assert (err.value.status, err.value.reason) == (502, "Bad Gateway")
-    assert err.value.message == "upstream <b>gone</b>"
+        error = await failed_get(KubeClient(server.url))
+    assert (error.status, error.reason) == (502, "Bad Gateway")
+    assert error.message == "upstream <b>gone</b>"
     assert server.seen[0][2] is None  # no credentials: no Authorization header
 
 

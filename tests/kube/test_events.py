@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,7 +14,6 @@ from controller.kube.events import EventRecorder, rfc3339
 from controller.kube.informer import Informer
 from controller.kube.leaderelection import Fenced
 from controller.kube.resources import EVENTS, SERVICES
-from e2e.harness.cluster import LocalCluster
 from e2e.harness.waiting import wait_for
 
 from .util import eventually
@@ -73,13 +71,6 @@ async def test_rate_limit_per_object() -> None:
     # Per object: a's burst of 3 passes, the rest is dropped; b is not held back by a. (Events of
     # different objects go through different senders, so only per-object order is defined.)
     assert sorted(names) == ["a", "a", "a", "b"]
-
-
-@pytest.fixture
-async def admin(cluster: LocalCluster) -> AsyncIterator[KubeClient]:
-    client = await KubeClient.from_kubeconfig(str(cluster.kubeconfig))
-    yield client
-    await client.close()
 
 
 @pytest.mark.cluster
