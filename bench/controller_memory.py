@@ -17,14 +17,13 @@ import asyncio
 import gc
 import ipaddress
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from opentelemetry import trace
 
 import controller.__main__  # noqa: F401  (the process's imports are part of its memory)
 from controller.app import LB_FIELD_SELECTOR, is_load_balancer, slim_namespace, slim_service
@@ -37,6 +36,7 @@ from controller.metrics import Metrics
 from controller.reconcile.leadership import WriteGate
 from controller.reconcile.pools import PoolReconciler
 from controller.reconcile.services import ServicePolicy, ServiceReconciler
+from controller.telemetry import get_tracer
 
 START = ipaddress.IPv4Address("10.200.0.0")
 
@@ -85,10 +85,23 @@ class StubClient:
         return {}
 
 
-async def measure(n: int, namespaces: int) -> None:
+@dataclass
+class Built:
+    """What `python -m controller` holds once it leads: caches filled, every claim adopted."""
+
+    informer: Informer
+    reconciler: ServiceReconciler
+    recorder: EventRecorder
+    rss_base: float
+    rss_cached: float
+    rss_adopted: float
+
+
+def build(n: int, namespaces: int, *, spare: int = 0, client: Any = None) -> Built:
+    """N assigned Services through the informer's watch-list path, adopted; the pool has `spare` more IPs."""
     gc.collect()
     base = rss_mib()
-    client: Any = StubClient()
+    client = client if client is not None else StubClient()
     informer = Informer(client, SERVICES, transform=slim_service, field_selector=LB_FIELD_SELECTOR,
                         keep=is_load_balancer)
     informer.store.add_index("namespace", lambda o: [o["metadata"].get("namespace", "")])
@@ -107,20 +120,26 @@ async def measure(n: int, namespaces: int) -> None:
     cached = rss_mib()
     pools = Store()
     pools.put({"metadata": {"name": "p", "uid": "p", "generation": 1, "resourceVersion": "1"},
-               "spec": {"addresses": [f"{START}-{START + n}"]}})
+               "spec": {"addresses": [f"{START}-{START + n + spare}"]}})
     allocator = Allocator(reclaim_window=0)
     gate = WriteGate()
     gate.open()
     recorder = EventRecorder(client)
-    tracer = trace.get_tracer("bench")
+    tracer = get_tracer()
     PoolReconciler(client=client, pools=pools, allocator=allocator, recorder=recorder, metrics=Metrics(),
                    tracer=tracer, gate=gate, enqueue_service=lambda k: None).apply_pools()
-    ServiceReconciler(
+    reconciler = ServiceReconciler(
         client=client, services=informer.store, namespaces=ns_store, allocator=allocator, recorder=recorder,
         metrics=Metrics(), tracer=tracer, gate=gate, policy=ServicePolicy("stablelb.io/lb", True, True),
         enqueue_service=lambda k: None, refresh_pool=lambda p: None,
-    ).adopt_all()
-    adopted = rss_mib()
+    )
+    reconciler.adopt_all()
+    return Built(informer, reconciler, recorder, base, cached, rss_mib())
+
+
+async def measure(n: int, namespaces: int) -> None:
+    built = build(n, namespaces)
+    base, cached, adopted = built.rss_base, built.rss_cached, built.rss_adopted
     print(f"N = {n}: RSS after imports {base:.0f} MiB; cache +{cached - base:.1f} MiB "
           f"({(cached - base) * 1024 / n:.1f} KiB/Service); allocator +{adopted - cached:.1f} MiB; "
           f"total {adopted:.0f} MiB")

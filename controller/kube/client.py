@@ -1,19 +1,22 @@
-"""A thin async Kubernetes client: kubernetes_asyncio's ApiClient as transport, orjson for bodies.
+"""A thin async Kubernetes client: raw requests over one aiohttp session, orjson for bodies.
 
-The generated model classes are never used: responses are plain dicts, watch streams raw lines.
+Responses are plain dicts and watch streams raw lines. kubernetes_asyncio's generated ApiClient is not used:
+its per-request serialisation walk (``sanitize_for_serialization``, ``json.dumps``) cost about a quarter of
+the controller's CPU at scale, and importing ``kubernetes_asyncio.client`` alone took half the process start.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import ssl
 import time
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any, Protocol
+from urllib.parse import urlencode
 
 import aiohttp
 import orjson
-from kubernetes_asyncio.client import ApiClient, Configuration
 
 from controller.kube.credentials import Credentials, NoCredentials, StaticCredentials
 from controller.kube.kubeconfig import Connection, in_cluster, load_kubeconfig
@@ -26,6 +29,8 @@ DEFAULT_TIMEOUT = 30.0
 # Connecting to a loopback or in-cluster API server never legitimately takes long; a stuck
 # connect must fail fast so the caller's backoff takes over.
 CONNECT_TIMEOUT = 10.0
+# Concurrent connections to the API server (kubernetes_asyncio's default pool size, kept).
+MAX_CONNECTIONS = 100
 
 
 class ApiError(Exception):
@@ -109,36 +114,49 @@ def _api_error(status: int, http_reason: str | None, data: bytes) -> ApiError:
     return ApiError(status, reason, message, body)
 
 
-def _read_environment_once(api_client: ApiClient) -> None:
-    """Resolve proxy settings from the environment once, not on every request.
-
-    kubernetes_asyncio opens its session with trust_env=True, so aiohttp looks up proxies and ~/.netrc
-    (through the thread pool) on each request: about a fifth of the controller's CPU in the scale
-    benchmark. The result cannot change during the process, so it is computed here once, with client-go's
-    NO_PROXY rules (CIDR ranges included; see proxy.py). A kubeconfig proxy-url, already set, wins.
-    """
-    rest = api_client.rest_client
-    if rest.proxy is None:
-        rest.proxy = proxy_for(str(api_client.configuration.host), os.environ)
-    # aiohttp has no public setter; the attribute has been stable across aiohttp 3.x.
-    rest.pool_manager._trust_env = False
+def ssl_context(
+    ca_path: str | None, cert_path: str | None, key_path: str | None, *, verify: bool
+) -> ssl.SSLContext:
+    """The TLS settings client-go uses: the given CA (else the system's), an optional client certificate,
+    and, only when the kubeconfig says insecure-skip-tls-verify, no verification at all."""
+    context = ssl.create_default_context(cafile=ca_path)
+    if cert_path:
+        context.load_cert_chain(cert_path, keyfile=key_path)
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 class KubeClient:
+    """Requests to one API server over one aiohttp session (keep-alive, up to ``MAX_CONNECTIONS``).
+
+    The session is opened on the first request, inside the running event loop. Proxy settings are
+    resolved once, from the kubeconfig's proxy-url or else the environment with client-go's NO_PROXY
+    rules (proxy.py); the session itself never reads the environment (``trust_env=False``): aiohttp would
+    otherwise look up proxies and ~/.netrc through the thread pool on every request.
+    """
+
     def __init__(
         self,
-        api_client: ApiClient,
+        host: str,
         *,
+        tls: ssl.SSLContext | None = None,
+        tls_server_name: str | None = None,
+        proxy: str | None = None,
         credentials: Credentials | None = None,
         metrics: RequestMetrics | None = None,
         user_agent: str = "stablelb-controller",
     ) -> None:
-        self._api = api_client
-        self._api.user_agent = user_agent
+        self._host = host.rstrip("/")
+        self._tls = tls if tls is not None else ssl.create_default_context()
+        self._server_hostname = tls_server_name
+        self.proxy = proxy if proxy is not None else proxy_for(self._host, os.environ)
+        self.user_agent = user_agent
         self.credentials: Credentials = credentials or NoCredentials()
         # Set once the process's Metrics exist; every request is then counted and timed.
         self.metrics = metrics
-        _read_environment_once(api_client)
+        self._session: aiohttp.ClientSession | None = None
 
     @classmethod
     async def from_kubeconfig(cls, path: str | None, *, metrics: RequestMetrics | None = None) -> KubeClient:
@@ -148,27 +166,39 @@ class KubeClient:
 
     @classmethod
     def from_connection(cls, conn: Connection, *, metrics: RequestMetrics | None = None) -> KubeClient:
-        cfg = Configuration(host=conn.server)
-        cfg.verify_ssl = not conn.insecure_skip_tls_verify
-        cfg.tls_server_name = conn.tls_server_name
-        cfg.proxy = conn.proxy_url
-        # The SSL context is built inside ApiClient(): the PEM paths need to live only that long.
+        # ssl loads certificates only by path: the PEM paths need to live only while the context is built.
         with pem_paths([conn.ca_pem, conn.client_cert_pem, conn.client_key_pem]) as (ca, cert, key):
-            cfg.ssl_ca_cert, cfg.cert_file, cfg.key_file = ca, cert, key
-            api = ApiClient(configuration=cfg)
-        cfg.ssl_ca_cert = cfg.cert_file = cfg.key_file = None
-        return cls(api, credentials=conn.credentials, metrics=metrics)
+            tls = ssl_context(ca, cert, key, verify=not conn.insecure_skip_tls_verify)
+        return cls(
+            conn.server, tls=tls, tls_server_name=conn.tls_server_name, proxy=conn.proxy_url,
+            credentials=conn.credentials, metrics=metrics,
+        )
 
     @classmethod
     def for_host(cls, host: str, *, token: str | None = None, verify_ssl: bool = True) -> KubeClient:
-        cfg = Configuration(host=host)
-        cfg.verify_ssl = verify_ssl
         credentials = StaticCredentials(f"Bearer {token}") if token is not None else None
-        return cls(ApiClient(configuration=cfg), credentials=credentials)
+        return cls(host, tls=ssl_context(None, None, None, verify=verify_ssl), credentials=credentials)
 
     @property
     def host(self) -> str:
-        return str(self._api.configuration.host)
+        return self._host
+
+    def session(self) -> aiohttp.ClientSession:
+        """The shared session, opened on first use (it must be created inside the event loop)."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, ssl=self._tls),
+                trust_env=False,
+                # One watch line holds a whole object: a large one must not overflow the read buffer.
+                read_bufsize=2**21,
+                headers={"Accept": "application/json", "User-Agent": self.user_agent},
+            )
+        return self._session
+
+    def _url(self, path: str, query: Mapping[str, QueryValue] | None) -> str:
+        if not query:
+            return self._host + path
+        return f"{self._host}{path}?{urlencode(_query_tuples(query))}"
 
     async def _send(
         self,
@@ -182,15 +212,19 @@ class KubeClient:
         watch: bool = False,
     ) -> aiohttp.ClientResponse:
         """Send one request; a 401 to a token that can be refreshed is retried once with a fresh one."""
+        data = None if body is None else body if isinstance(body, bytes) else orjson.dumps(body)
+        url = self._url(path, query)
         auth = await self.credentials.header()
-        resp = await self._send_once(method, path, query, body, content_type, client_timeout, auth, watch)
+        resp = await self._send_once(
+            method, path, url, query, data, content_type, client_timeout, auth, watch
+        )
         if resp.status == 401 and auth is not None and self.credentials.invalidate(auth):
             fresh = await self.credentials.header()
             if fresh != auth:
                 log.info("the API server rejected our token (401); retrying with a fresh one")
                 resp.release()
                 resp = await self._send_once(
-                    method, path, query, body, content_type, client_timeout, fresh, watch
+                    method, path, url, query, data, content_type, client_timeout, fresh, watch
                 )
         return resp
 
@@ -198,28 +232,23 @@ class KubeClient:
         self,
         method: str,
         path: str,
+        url: str,
         query: Mapping[str, QueryValue] | None,
-        body: Any,
+        data: bytes | None,
         content_type: str,
         client_timeout: aiohttp.ClientTimeout,
         auth: str | None,
         watch: bool,
     ) -> aiohttp.ClientResponse:
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        headers = {"Content-Type": content_type}
         if auth is not None:
             headers["Authorization"] = auth
         started = time.perf_counter()
         code = "<error>"
         try:
-            resp: aiohttp.ClientResponse = await self._api.call_api(
-                path,
-                method,
-                query_params=_query_tuples(query),
-                header_params=headers,
-                body=body,
-                auth_settings=[],
-                _preload_content=False,
-                _request_timeout=client_timeout,
+            resp = await self.session().request(
+                method, url, data=data, headers=headers, timeout=client_timeout, proxy=self.proxy,
+                server_hostname=self._server_hostname,
             )
             code = str(resp.status)
             return resp
@@ -289,4 +318,5 @@ class KubeClient:
                 log.debug("watch stream ended inside a line (%d bytes dropped)", len(buf))
 
     async def close(self) -> None:
-        await self._api.close()
+        if self._session is not None:
+            await self._session.close()

@@ -14,11 +14,11 @@ import contextlib
 import itertools
 import logging
 import socket
+import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -87,8 +87,17 @@ class _Seen:
     count: int
 
 
-def _timestamp(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+_last_stamp: tuple[int, str] = (-1, "")
+
+
+def rfc3339(epoch: float) -> str:
+    """Kubernetes' timestamp format, to the second. The last second's text is kept: every assignment
+    stamps an Event and a condition, mostly within the same second, and strftime is not cheap."""
+    global _last_stamp
+    second = int(epoch)
+    if _last_stamp[0] != second:
+        _last_stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)))
+    return _last_stamp[1]
 
 
 class _Bucket:
@@ -247,7 +256,7 @@ class EventRecorder:
         seen = self._seen.get(key)
         if seen is not None:
             self._seen.move_to_end(key)
-            patch = {"count": seen.count + 1, "lastTimestamp": _timestamp(item.at)}
+            patch = {"count": seen.count + 1, "lastTimestamp": rfc3339(item.at)}
             try:
                 await self._client.request(
                     "PATCH", EVENTS.path(namespace=seen.namespace, name=seen.name), body=patch,
@@ -262,7 +271,7 @@ class EventRecorder:
                 return
         namespace = item.ref.namespace or "default"
         name = f"{item.ref.name}.{int(item.at * 1e9):x}{next(self._names):x}"
-        stamp = _timestamp(item.at)
+        stamp = rfc3339(item.at)
         body = {
             "apiVersion": "v1",
             "kind": "Event",

@@ -41,11 +41,14 @@ class EventLinks:
             kind=trace.SpanKind.CONSUMER,
             attributes={"k8s.object.key": key, "k8s.resource_version": resource_version or ""},
         )
+        recording = span.is_recording()  # False once ended
         span.end()
         entry = self._pending.get(key)
         if entry is None:
             entry = self._pending[key] = _Pending(self._clock(), deque(maxlen=MAX_LINKS_PER_KEY))
-        entry.links.append(Link(span.get_span_context()))
+        if recording:
+            # A link to a span that is never exported (not sampled) would lead nowhere.
+            entry.links.append(Link(span.get_span_context()))
 
     def take(self, key: str) -> tuple[list[Link], float]:
         """The links gathered for `key` and its queue wait in milliseconds; forgets them."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
 from typing import Any
 
 from opentelemetry.trace import Status, StatusCode, Tracer
 
 from controller.kube.client import DEFAULT_TIMEOUT, ApiError, KubeClient
+from controller.kube.events import rfc3339
 from controller.reconcile.leadership import WriteGate
 
 FIELD_MANAGER = "stablelb-controller"
@@ -20,7 +21,7 @@ class Requeue(Exception):
 
 def now_rfc3339() -> str:
     """Kubernetes' condition timestamp format, to the second, so a round trip compares equal."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(time.time())
 
 
 async def patch_status(

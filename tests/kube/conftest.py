@@ -6,6 +6,7 @@ import pytest
 
 from controller.kube.backoff import Backoff
 from controller.kube.client import KubeClient
+from e2e.harness.cluster import LocalCluster
 
 from .fakeapi import FakeApiServer
 
@@ -28,3 +29,11 @@ async def fake_client(fake_api: FakeApiServer) -> AsyncIterator[KubeClient]:
 @pytest.fixture
 def fast_backoff() -> Backoff:
     return Backoff(initial=0.01, cap=0.05)
+
+
+@pytest.fixture
+async def admin(cluster: LocalCluster) -> AsyncIterator[KubeClient]:
+    """A client with the cluster admin's kubeconfig (the real local API server)."""
+    client = await KubeClient.from_kubeconfig(str(cluster.kubeconfig))
+    yield client
+    await client.close()

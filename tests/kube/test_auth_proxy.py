@@ -56,8 +56,8 @@ async def test_client_bypasses_the_proxy_for_a_cidr_in_no_proxy(monkeypatch: pyt
     inside = KubeClient.for_host("https://10.96.0.1:443", token="t")
     outside = KubeClient.for_host("https://10.112.0.1:443", token="t")
     try:
-        assert inside._api.rest_client.proxy is None
-        assert outside._api.rest_client.proxy == PROXY
+        assert inside.proxy is None
+        assert outside.proxy == PROXY
     finally:
         await inside.close()
         await outside.close()

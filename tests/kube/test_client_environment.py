@@ -11,9 +11,8 @@ async def test_proxy_from_environment_is_resolved_once(monkeypatch: pytest.Monke
     monkeypatch.delenv("no_proxy", raising=False)
     client = KubeClient.for_host("https://10.0.0.1:6443", token="t")
     try:
-        rest = client._api.rest_client
-        assert rest.proxy == "http://127.0.0.1:3128"
-        assert rest.pool_manager.trust_env is False  # no per-request proxy/.netrc lookups
+        assert client.proxy == "http://127.0.0.1:3128"
+        assert client.session().trust_env is False  # no per-request proxy/.netrc lookups
     finally:
         await client.close()
 
@@ -23,6 +22,6 @@ async def test_no_proxy_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     client = KubeClient.for_host("https://127.0.0.1:6443", token="t")
     try:
-        assert client._api.rest_client.proxy is None
+        assert client.proxy is None
     finally:
         await client.close()

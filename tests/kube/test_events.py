@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -11,11 +10,10 @@ import pytest
 from controller.app import slim_service
 from controller.kube.client import KubeClient
 from controller.kube.clock import FakeClock
-from controller.kube.events import EventRecorder
+from controller.kube.events import EventRecorder, rfc3339
 from controller.kube.informer import Informer
 from controller.kube.leaderelection import Fenced
 from controller.kube.resources import EVENTS, SERVICES
-from e2e.harness.cluster import LocalCluster
 from e2e.harness.waiting import wait_for
 
 from .util import eventually
@@ -73,13 +71,6 @@ async def test_rate_limit_per_object() -> None:
     # Per object: a's burst of 3 passes, the rest is dropped; b is not held back by a. (Events of
     # different objects go through different senders, so only per-object order is defined.)
     assert sorted(names) == ["a", "a", "a", "b"]
-
-
-@pytest.fixture
-async def admin(cluster: LocalCluster) -> AsyncIterator[KubeClient]:
-    client = await KubeClient.from_kubeconfig(str(cluster.kubeconfig))
-    yield client
-    await client.close()
 
 
 @pytest.mark.cluster
@@ -212,3 +203,12 @@ async def test_a_sender_that_dies_is_restarted_and_its_shard_keeps_writing() -> 
     assert rec.alive() and not runner.done()
     await rec.close()
     await asyncio.wait_for(runner, 10)
+
+
+def test_rfc3339_to_the_second_follows_the_clock_both_ways() -> None:
+    # The text of the last second is reused: it must never outlive that second, forwards or backwards.
+    assert rfc3339(0.0) == "1970-01-01T00:00:00Z"
+    assert rfc3339(59.99) == "1970-01-01T00:00:59Z"
+    assert rfc3339(60.0) == "1970-01-01T00:01:00Z"
+    assert rfc3339(59.0) == "1970-01-01T00:00:59Z"
+    assert rfc3339(1_798_765_432.5) == "2027-01-01T01:03:52Z"

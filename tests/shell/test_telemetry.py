@@ -133,6 +133,21 @@ def test_no_exporter_without_an_endpoint() -> None:
     assert provider.resource.attributes["telemetry.sdk.language"] == "python"
 
 
+def test_without_an_exporter_spans_are_not_recorded_but_still_carry_ids() -> None:
+    # Nothing would ever read a recorded span: recording them only cost CPU per reconcile.
+    setup_tracing(set_global=False)
+    with get_tracer().start_as_current_span("x", attributes={"a": 1}) as span:
+        assert not span.is_recording()
+        assert span.get_span_context().is_valid  # log lines keep their trace_id/span_id
+
+
+def test_with_an_exporter_spans_are_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    setup_tracing(set_global=False)
+    with get_tracer().start_as_current_span("x") as span:
+        assert span.is_recording()
+
+
 @pytest.mark.parametrize("var", ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"])
 def test_endpoint_selects_batched_otlp_http_exporter(monkeypatch: pytest.MonkeyPatch, var: str) -> None:
     port = unused_port()
