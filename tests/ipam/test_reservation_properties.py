@@ -152,9 +152,11 @@ class ReservationMachine(AllocatorMachine):
                 assert counts.total == counts.assigned + counts.available + counts.reserved
 
 
+# 50 examples keep `make test` within its budget (the parent machine already runs 500 without reservations);
+# STABLELB_RESERVATION_EXAMPLES=500 is a longer hunt (such hunts found two bugs, fixed with unit tests).
 TestReservationMachine = ReservationMachine.TestCase
 TestReservationMachine.settings = settings(
     settings.get_profile(IPAM_PROFILE),
-    max_examples=int(os.environ.get("STABLELB_RESERVATION_EXAMPLES", "100")),
+    max_examples=int(os.environ.get("STABLELB_RESERVATION_EXAMPLES", "50")),
     stateful_step_count=40,
 )
