@@ -7,13 +7,13 @@
 #   (default: etcd kube; packaging: helm actionlint kube-oldest)
 set -euo pipefail
 
-K8S_VERSION="${STABLELB_K8S_VERSION:-v1.36.3}"
+K8S_VERSION="${STABLELB_K8S_VERSION:-v1.37.2}"
 ETCD_VERSION="${STABLELB_ETCD_VERSION:-v3.6.16}"
 JAEGER_VERSION="${STABLELB_JAEGER_VERSION:-v1.76.0}"
 # promtool checks and unit-tests the alert rules: module github.com/prometheus/prometheus v0.316.0 = Prometheus 3.16.0.
 PROMTOOL_VERSION="${STABLELB_PROMTOOL_VERSION:-v0.316.0}"
 # Packaging checks: the oldest supported Kubernetes minor (the newest three are supported), helm, actionlint.
-K8S_OLDEST_VERSION="${STABLELB_K8S_OLDEST_VERSION:-v1.34.4}"
+K8S_OLDEST_VERSION="${STABLELB_K8S_OLDEST_VERSION:-v1.35.4}"
 HELM_VERSION="${STABLELB_HELM_VERSION:-v4.3.2}"
 ACTIONLINT_VERSION="${STABLELB_ACTIONLINT_VERSION:-v1.7.12}"
 CACHE="${STABLELB_CACHE:-$HOME/.cache/stablelb}"
@@ -26,7 +26,7 @@ need_go() {
   if ! command -v go >/dev/null 2>&1; then
     say "Go is not installed. Install Go >= 1.24 (https://go.dev/doc/install, or 'apt-get install golang'),"
     say "or point KUBEBUILDER_ASSETS at a folder holding envtest's kube-apiserver and etcd binaries"
-    say "(e.g. KUBEBUILDER_ASSETS=\$(setup-envtest use -p path 1.36.x))."
+    say "(e.g. KUBEBUILDER_ASSETS=\$(setup-envtest use -p path 1.37.x))."
     exit 3
   fi
 }
