@@ -20,8 +20,7 @@ venv: $(STAMP)
 # under ~/.cache/stablelb, else built once from the Go module proxy. `binaries` adds what only the tests use
 # (helm, actionlint, promtool, the oldest supported kube-apiserver), so the demo does not wait for them.
 control-plane:
-	@bash e2e/controlplane/build-binaries.sh default
-	@bash e2e/controlplane/build-binaries.sh jaeger
+	@bash e2e/controlplane/build-binaries.sh default jaeger
 
 binaries:
 	@bash e2e/controlplane/build-binaries.sh all
