@@ -20,8 +20,7 @@ venv: $(STAMP)
 # under ~/.cache/stablelb, else built once from the Go module proxy. `binaries` adds what only the tests use
 # (helm, actionlint, promtool, the oldest supported kube-apiserver), so the demo does not wait for them.
 control-plane:
-	@bash e2e/controlplane/build-binaries.sh default
-	@bash e2e/controlplane/build-binaries.sh jaeger
+	@bash e2e/controlplane/build-binaries.sh default jaeger
 
 binaries:
 	@bash e2e/controlplane/build-binaries.sh all
@@ -114,8 +113,8 @@ image:
 
 # The supported Kubernetes range (newest three minors): the manifests, the CRD and the e2e smoke run against
 # the oldest and the newest kube-apiserver. `make test` runs the CRD and manifests on both already.
-K8S_OLDEST_VERSION ?= v1.34.4
-K8S_NEWEST_VERSION ?= v1.36.3
+K8S_OLDEST_VERSION ?= v1.35.4
+K8S_NEWEST_VERSION ?= v1.37.2
 MATRIX_TESTS ?= tests/cluster/test_manifests.py tests/cluster/test_crd_validation.py e2e/test_startup.py e2e/test_stability.py
 version-matrix: venv binaries
 	@for v in $(K8S_OLDEST_VERSION) $(K8S_NEWEST_VERSION); do \

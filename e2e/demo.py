@@ -50,9 +50,11 @@ class Demo:
     # -- controllers ------------------------------------------------------------------------------
     def start_controller(self) -> None:
         identity = f"demo-{uuid.uuid4().hex[:6]}"
+        listen = f"127.0.0.1:{free_port()}"  # metrics and probes on one listener
         argv = [
             sys.executable, "-m", "controller", "--kubeconfig", self.kubeconfig,
-            "--lease-name", LEASE, "--identity", identity, "--http-addr", f"127.0.0.1:{free_port()}",
+            "--lease-name", LEASE, "--identity", identity,
+            "--metrics-bind-address", listen, "--health-probe-bind-address", listen,
             "--leader-elect-lease-duration=6s", "--leader-elect-renew-deadline=4s",
             "--leader-elect-retry-period=1s",
         ]  # fmt: skip

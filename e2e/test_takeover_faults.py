@@ -170,6 +170,20 @@ async def ready(r: Rig, i: int, wait_for: Any, *, proxied: bool) -> None:
     await wait_for(synced, timeout=T, describe=s.describe)
 
 
+async def leader_and_proxied_standby(r: Rig, net: str, wait_for: Any) -> tuple[int, int]:
+    """Pool "p" over `net`; a leader on the direct path, then a standby whose requests cross the fault
+    proxy, synced; and 2-4 Services created. Returns (leader, standby)."""
+    s = r.s
+    s.create_pool("p", [net])
+    leader = s.start(1)[0]
+    await leading(r, leader, wait_for)
+    standby = s.start(1, kubeconfig=r.proxied)[0]
+    await ready(r, standby, wait_for, proxied=True)
+    for i in range(r.rng.randint(2, 4)):
+        s.create_service(f"pre-{i}")
+    return leader, standby
+
+
 def live_services(s: Scenario) -> list[str]:
     """The test's LoadBalancer Services (history markers are ClusterIP)."""
     return sorted(
@@ -240,13 +254,7 @@ async def test_standby_with_stalled_watches_takes_over_without_moving_an_ip(
     """The standby's watches go silent (no FIN, no bytes); the leader works on; kill -9 the leader."""
     r, s, rng = rig, rig.s, rig.rng
     net = "192.168.70.0/26"
-    s.create_pool("p", [net])
-    leader = s.start(1)[0]
-    await leading(r, leader, wait_for)
-    standby = s.start(1, kubeconfig=r.proxied)[0]
-    await ready(r, standby, wait_for, proxied=True)
-    for i in range(rng.randint(2, 4)):
-        s.create_service(f"pre-{i}")
+    leader, standby = await leader_and_proxied_standby(r, net, wait_for)
     await all_converged(r, wait_for, net)
 
     stall = r.proxy.stall(watches(*INFORMERS), open_only=True)
@@ -353,13 +361,7 @@ async def test_api_server_restart_mid_takeover_moves_no_ip(rig: Rig, run: int, w
     """Kill -9 the leader, then restart the API server at a random point of the takeover."""
     r, s, rng = rig, rig.s, rig.rng
     net = "192.168.72.0/26"
-    s.create_pool("p", [net])
-    leader = s.start(1)[0]
-    await leading(r, leader, wait_for)
-    standby = s.start(1, kubeconfig=r.proxied)[0]
-    await ready(r, standby, wait_for, proxied=True)
-    for i in range(rng.randint(2, 4)):
-        s.create_service(f"pre-{i}")
+    leader, standby = await leader_and_proxied_standby(r, net, wait_for)
     await random_changes(r, rng.randint(2, 4), "before")
     await all_converged(r, wait_for, net)
 

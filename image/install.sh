@@ -2,7 +2,9 @@
 # The two steps of the image build, shared by the Dockerfile and tests/packaging/test_image_install.py so
 # the test installs exactly what the image installs.
 #
-#   install.sh wheel SRC OUTDIR   build SRC's wheel with the hash-locked build backend (requirements-build.lock)
+#   install.sh build-env ENV SRC  a virtualenv without pip holding only the hash-locked build backend
+#                                 (SRC/requirements-build.lock)
+#   install.sh wheel SRC OUTDIR   build SRC's wheel with that backend, in a throwaway build-env
 #   install.sh venv VENV SRC WHEELDIR
 #                                 a virtualenv without pip: the runtime dependencies from SRC/requirements.lock
 #                                 (hashes required, wheels only), then the wheel from WHEELDIR without its
@@ -14,17 +16,23 @@ set -eu
 PYTHON="${PYTHON:-python3}"
 PIP="$PYTHON -m pip --disable-pip-version-check --no-input"
 
+build_env() {
+  "$PYTHON" -m venv --without-pip "$1"
+  $PIP --python "$1/bin/python" install --quiet --require-hashes --no-deps \
+    --only-binary=:all: -r "$2/requirements-build.lock"
+}
+
 case "${1:-}" in
+  build-env)
+    build_env "$2" "$3"
+    ;;
   wheel)
     src="$2" out="$3"
-    build_env=$(mktemp -d "${TMPDIR:-/tmp}/stablelb-wheel-build.XXXXXX")
-    "$PYTHON" -m venv --without-pip "$build_env"
-    $PIP --python "$build_env/bin/python" install --quiet --require-hashes --no-deps \
-      --only-binary=:all: -r "$src/requirements-build.lock"
-    # No build isolation: the backend is the locked one just installed, not whatever the index has today.
-    $PIP --python "$build_env/bin/python" wheel --quiet --no-deps --no-build-isolation \
-      --wheel-dir "$out" "$src"
-    rm -rf "$build_env"
+    env=$(mktemp -d "${TMPDIR:-/tmp}/stablelb-wheel-build.XXXXXX")
+    trap 'rm -rf "$env"' EXIT
+    build_env "$env" "$src"
+    # No build isolation: the backend is the locked one, not whatever the index has today.
+    $PIP --python "$env/bin/python" wheel --quiet --no-deps --no-build-isolation --wheel-dir "$out" "$src"
     ;;
   venv)
     venv="$2" src="$3" wheels="$4"
@@ -36,7 +44,7 @@ case "${1:-}" in
     "$venv/bin/python" -m compileall -q "$venv/lib"
     ;;
   *)
-    echo "usage: $0 wheel SRC OUTDIR | venv VENV SRC WHEELDIR" >&2
+    echo "usage: $0 build-env ENV SRC | wheel SRC OUTDIR | venv VENV SRC WHEELDIR" >&2
     exit 2
     ;;
 esac

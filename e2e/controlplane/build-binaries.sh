@@ -3,17 +3,17 @@
 # Go module proxy, caching them under ~/.cache/stablelb/bin/<component>-<version>/.
 # $KUBEBUILDER_ASSETS (envtest's convention: one folder with kube-apiserver and etcd), when set and complete,
 # is used instead of building those two; e2e/harness/binaries.py looks in the same places in the same order.
-# Usage: build-binaries.sh [kube|etcd|jaeger|promtool|kube-oldest|helm|actionlint|packaging|default|all]
-#   (default: etcd kube; packaging: helm actionlint kube-oldest)
+# Usage: build-binaries.sh [kube|etcd|jaeger|promtool|kube-oldest|helm|actionlint|packaging|default|all]...
+#   (one or more, built in that order under one lock; default: etcd kube; packaging: helm actionlint kube-oldest)
 set -euo pipefail
 
-K8S_VERSION="${STABLELB_K8S_VERSION:-v1.36.3}"
+K8S_VERSION="${STABLELB_K8S_VERSION:-v1.37.2}"
 ETCD_VERSION="${STABLELB_ETCD_VERSION:-v3.6.16}"
 JAEGER_VERSION="${STABLELB_JAEGER_VERSION:-v1.76.0}"
 # promtool checks and unit-tests the alert rules: module github.com/prometheus/prometheus v0.316.0 = Prometheus 3.16.0.
 PROMTOOL_VERSION="${STABLELB_PROMTOOL_VERSION:-v0.316.0}"
 # Packaging checks: the oldest supported Kubernetes minor (the newest three are supported), helm, actionlint.
-K8S_OLDEST_VERSION="${STABLELB_K8S_OLDEST_VERSION:-v1.34.4}"
+K8S_OLDEST_VERSION="${STABLELB_K8S_OLDEST_VERSION:-v1.35.4}"
 HELM_VERSION="${STABLELB_HELM_VERSION:-v4.3.2}"
 ACTIONLINT_VERSION="${STABLELB_ACTIONLINT_VERSION:-v1.7.12}"
 CACHE="${STABLELB_CACHE:-$HOME/.cache/stablelb}"
@@ -26,7 +26,7 @@ need_go() {
   if ! command -v go >/dev/null 2>&1; then
     say "Go is not installed. Install Go >= 1.24 (https://go.dev/doc/install, or 'apt-get install golang'),"
     say "or point KUBEBUILDER_ASSETS at a folder holding envtest's kube-apiserver and etcd binaries"
-    say "(e.g. KUBEBUILDER_ASSETS=\$(setup-envtest use -p path 1.36.x))."
+    say "(e.g. KUBEBUILDER_ASSETS=\$(setup-envtest use -p path 1.37.x))."
     exit 3
   fi
 }
@@ -104,21 +104,30 @@ build_etcd() {
   say "etcd $ETCD_VERSION built into $out"
 }
 
-build_jaeger() {
-  local out="$CACHE/bin/jaeger-$JAEGER_VERSION"
-  if [[ -x "$out/jaeger" ]]; then say "jaeger $JAEGER_VERSION cached in $out"; return; fi
+# A command from a module too large for a tools.go + tidy (its whole graph): `go get -tool` pins it in a
+# throwaway module, then it is built from there. $1 name, $2 main package, $3 module version,
+# $4 cold build estimate, $5 extra go build flags (tags), $6 -ldflags version stamp.
+build_go_get_tool() {
+  local name="$1" pkg="$2" version="$3" estimate="$4" flags="$5" ld="$6"
+  local out="$CACHE/bin/$name-$version"
+  if [[ -x "$out/$name" ]]; then say "$name $version cached in $out"; return; fi
   need_go
   local dir
   dir=$(work_module)
-  say "jaeger $JAEGER_VERSION: resolving and building (~8 min cold on 2 cores)"
-  (cd "$dir" && go mod init jaegerbuild >/dev/null 2>&1 \
-     && go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION" >/dev/null 2>&1) \
-    || { say "resolving jaeger failed (network? GOPROXY?); rerun by hand: cd $dir && go get -tool github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION"; exit 1; }
+  say "$name $version: resolving and building ($estimate cold on 2 cores)"
+  (cd "$dir" && go mod init "${name}build" >/dev/null 2>&1 && go get -tool "$pkg@$version" >/dev/null 2>&1) \
+    || { say "resolving $name failed (network? GOPROXY?); rerun by hand: cd $dir && go get -tool $pkg@$version"; exit 1; }
   mkdir -p "$out.tmp"
-  (cd "$dir" && go build -ldflags "-s -w" -o "$out.tmp/jaeger" github.com/jaegertracing/jaeger/cmd/jaeger)
+  # $flags is a list of words (or nothing) on purpose.
+  # shellcheck disable=SC2086
+  (cd "$dir" && go build $flags -ldflags "-s -w $ld" -o "$out.tmp/$name" "$pkg")
   rm -rf "$out" && mv "$out.tmp" "$out"
   rm -rf "$dir"
-  say "jaeger $JAEGER_VERSION built into $out"
+  say "$name $version built into $out"
+}
+
+build_jaeger() {
+  build_go_get_tool jaeger github.com/jaegertracing/jaeger/cmd/jaeger "$JAEGER_VERSION" "~8 min" "" ""
 }
 
 # The oldest supported kube-apiserver, for the version matrix; same recipe, its own cache folder.
@@ -160,25 +169,11 @@ build_actionlint() {
 # promtool from Prometheus's module. The remove_all_sd tag leaves out the service-discovery plugins (every
 # cloud SDK), which the rule commands never use.
 build_promtool() {
-  local out="$CACHE/bin/promtool-$PROMTOOL_VERSION"
-  if [[ -x "$out/promtool" ]]; then say "promtool $PROMTOOL_VERSION cached in $out"; return; fi
-  need_go
-  local dir
-  dir=$(work_module)
-  say "promtool $PROMTOOL_VERSION: resolving and building (~10 min cold on 2 cores)"
-  (cd "$dir" && go mod init promtoolbuild >/dev/null 2>&1 \
-     && go get -tool "github.com/prometheus/prometheus/cmd/promtool@$PROMTOOL_VERSION" >/dev/null 2>&1) \
-    || { say "resolving promtool failed (network? GOPROXY?); rerun by hand: cd $dir && go get -tool github.com/prometheus/prometheus/cmd/promtool@$PROMTOOL_VERSION"; exit 1; }
-  mkdir -p "$out.tmp"
-  (cd "$dir" && go build -tags remove_all_sd \
-     -ldflags "-s -w -X github.com/prometheus/common/version.Version=$PROMTOOL_VERSION" \
-     -o "$out.tmp/promtool" github.com/prometheus/prometheus/cmd/promtool)
-  rm -rf "$out" && mv "$out.tmp" "$out"
-  rm -rf "$dir"
-  say "promtool $PROMTOOL_VERSION built into $out"
+  build_go_get_tool promtool github.com/prometheus/prometheus/cmd/promtool "$PROMTOOL_VERSION" "~10 min" \
+    "-tags remove_all_sd" "-X github.com/prometheus/common/version.Version=$PROMTOOL_VERSION"
 }
 
-what="${1:-default}"
+[[ $# -gt 0 ]] || set -- default
 # Two builders at once (two `make test` runs, a demo beside a test) would share each <component>.tmp folder
 # and one would lose its work: the second waits here, then finds the first one's binaries cached.
 mkdir -p "$CACHE/bin"
@@ -187,16 +182,24 @@ if ! flock -n 9; then
   say "another build of the local binaries is running; waiting for it (lock $CACHE/bin/.build.lock)"
   flock 9
 fi
-case "$what" in
-  kube) build_kube ;;
-  etcd) build_etcd ;;
-  jaeger) build_jaeger ;;
-  promtool) build_promtool ;;
-  kube-oldest) build_kube_oldest ;;
-  helm) build_helm ;;
-  actionlint) build_actionlint ;;
-  packaging) build_helm; build_actionlint; build_kube_oldest ;;
-  default) build_etcd; build_kube ;;
-  all) build_etcd; build_kube; build_jaeger; build_helm; build_actionlint; build_kube_oldest; build_promtool ;;
-  *) say "usage: $0 [kube|etcd|jaeger|promtool|kube-oldest|helm|actionlint|packaging|default|all]"; exit 2 ;;
-esac
+usage="usage: $0 [kube|etcd|jaeger|promtool|kube-oldest|helm|actionlint|packaging|default|all]..."
+for what in "$@"; do
+  case "$what" in
+    kube|etcd|jaeger|promtool|kube-oldest|helm|actionlint|packaging|default|all) ;;
+    *) say "$usage"; exit 2 ;;
+  esac
+done
+for what in "$@"; do
+  case "$what" in
+    kube) build_kube ;;
+    etcd) build_etcd ;;
+    jaeger) build_jaeger ;;
+    promtool) build_promtool ;;
+    kube-oldest) build_kube_oldest ;;
+    helm) build_helm ;;
+    actionlint) build_actionlint ;;
+    packaging) build_helm; build_actionlint; build_kube_oldest ;;
+    default) build_etcd; build_kube ;;
+    all) build_etcd; build_kube; build_jaeger; build_helm; build_actionlint; build_kube_oldest; build_promtool ;;
+  esac
+done

@@ -10,11 +10,11 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "e2e" / "controlplane" / "build-binaries.sh"
 
-K8S_VERSION = os.environ.get("STABLELB_K8S_VERSION", "v1.36.3")
+K8S_VERSION = os.environ.get("STABLELB_K8S_VERSION", "v1.37.2")
 ETCD_VERSION = os.environ.get("STABLELB_ETCD_VERSION", "v3.6.16")
 JAEGER_VERSION = os.environ.get("STABLELB_JAEGER_VERSION", "v1.76.0")
 # Packaging checks (defaults as in build-binaries.sh): the oldest supported kube-apiserver, helm, actionlint.
-K8S_OLDEST_VERSION = os.environ.get("STABLELB_K8S_OLDEST_VERSION", "v1.34.4")
+K8S_OLDEST_VERSION = os.environ.get("STABLELB_K8S_OLDEST_VERSION", "v1.35.4")
 HELM_VERSION = os.environ.get("STABLELB_HELM_VERSION", "v4.3.2")
 ACTIONLINT_VERSION = os.environ.get("STABLELB_ACTIONLINT_VERSION", "v1.7.12")
 

@@ -209,6 +209,10 @@ class LocalCluster:
             "--etcd-servers", self.etcd_url,
             "--bind-address", "127.0.0.1",
             "--advertise-address", "127.0.0.1",
+            # The `kubernetes` Endpoints may not name a loopback address: 1.36 logged that every 10 s,
+            # 1.37 refuses to start ("cannot use public IP 127.0.0.1 with endpoint reconciler").
+            # Nothing here reaches the API server through that Service, so nothing reconciles it.
+            "--endpoint-reconciler-type", "none",
             "--secure-port", str(self._ports.apiserver),
             "--cert-dir", str(d / "certs"),
             "--token-auth-file", str(d / "tokens.csv"),

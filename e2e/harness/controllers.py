@@ -51,8 +51,13 @@ class ControllerSet:
         leader_elect: bool = True,
         lease_namespace: str = "kube-system",
         lease_name: str | None = None,
+        deprecated_http_addr: bool = False,
     ) -> list[int]:
-        """Starts `n` controllers; `args` are extra flags, `env` extra variables (OTEL_*, say)."""
+        """Starts `n` controllers; `args` are extra flags, `env` extra variables (OTEL_*, say).
+
+        Each serves metrics and probes on one address (`http_addr(i)`), given as --metrics-bind-address and
+        --health-probe-bind-address, or as the deprecated --http-addr alias with `deprecated_http_addr`.
+        """
         kubeconfig = kubeconfig or self.default_kubeconfig
         if kubeconfig is None:
             raise ValueError("no kubeconfig given and no default for this ControllerSet")
@@ -61,6 +66,10 @@ class ControllerSet:
             i = len(self._procs)
             identity = f"controller-{i}"
             http_addr = f"127.0.0.1:{free_port()}"
+            if deprecated_http_addr:
+                listen = ["--http-addr", http_addr]
+            else:
+                listen = ["--metrics-bind-address", http_addr, "--health-probe-bind-address", http_addr]
             argv = [
                 *self.command,
                 "--kubeconfig", str(kubeconfig),
@@ -68,7 +77,7 @@ class ControllerSet:
                 "--lease-namespace", lease_namespace,
                 "--lease-name", lease_name or self.lease_name,
                 "--identity", identity,
-                "--http-addr", http_addr,
+                *listen,
                 "--log-format", "json",
                 *args,
             ]  # fmt: skip
@@ -109,7 +118,7 @@ class ControllerSet:
         return self._procs[i].identity
 
     def http_addr(self, i: int) -> str:
-        """host:port of the controller's /healthz, /readyz and /metrics."""
+        """host:port of the controller's /healthz, /readyz and /metrics (one listener serves all three)."""
         return self._procs[i].http_addr
 
     def log_path(self, i: int) -> Path:

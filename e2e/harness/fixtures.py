@@ -32,6 +32,14 @@ def _external() -> bool:
     return os.environ.get("STABLELB_E2E_EXTERNAL") == "1"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A test that reaches an API server through these fixtures is a cluster test even when its module
+    # forgot `pytestmark`, so `-m "not cluster"` (make test-unit) never starts a control plane.
+    for item in items:
+        if {"cluster", "single_stack_cluster"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.cluster)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     # A failed test's report carries the controllers' log tails, while the processes are still there.

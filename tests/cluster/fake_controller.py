@@ -34,7 +34,7 @@ def main() -> None:
         i += 1
     flags["KUBECONFIG"] = os.environ.get("KUBECONFIG", "")
     print(json.dumps(flags), flush=True)
-    host, port = flags["--http-addr"].rsplit(":", 1)
+    host, port = flags["--health-probe-bind-address"].rsplit(":", 1)
     server = ThreadingHTTPServer((host, int(port)), _Health)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

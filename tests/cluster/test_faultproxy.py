@@ -67,6 +67,19 @@ class Watch:
             await self._task
 
 
+@contextlib.asynccontextmanager
+async def services_watch(
+    client: KubeClient, cluster: LocalCluster, namespace: str, rv: str = "", **kwargs: Any
+) -> AsyncIterator[Watch]:
+    """A Watch of the namespace's Services through the proxy, from `rv` (default: now), closed at the end."""
+    rv = rv or cluster.api.get(svc_path(namespace))["metadata"]["resourceVersion"]
+    watch = Watch(client, svc_path(namespace), rv, **kwargs)
+    try:
+        yield watch
+    finally:
+        await watch.close()
+
+
 def test_request_reads_kubernetes_paths() -> None:
     r = Request("PATCH", "/api/v1/namespaces/ns1/services/web/status?fieldManager=x")
     assert (r.namespace, r.resource, r.name, r.subresource, r.write, r.watch) == (
@@ -105,9 +118,7 @@ async def test_passes_requests_through_and_records_where_writes_landed(
 async def test_stall_silences_an_open_watch_until_cleared(
     client: KubeClient, proxy: FaultProxy, namespace: str, cluster: LocalCluster
 ) -> None:
-    rv = cluster.api.get(svc_path(namespace))["metadata"]["resourceVersion"]
-    watch = Watch(client, svc_path(namespace), rv)
-    try:
+    async with services_watch(client, cluster, namespace) as watch:
         cluster.api.post(svc_path(namespace), svc("before"))
         await wait_for(lambda: watch.names == ["before"], timeout=30)
         fault = proxy.stall(watches("services"))
@@ -117,43 +128,31 @@ async def test_stall_silences_an_open_watch_until_cleared(
         assert fault.hits == 1
         fault.clear()
         await wait_for(lambda: watch.names == ["before", "during"], timeout=30)
-    finally:
-        await watch.close()
 
 
 async def test_stalling_open_watches_only_leaves_new_ones_working(
     client: KubeClient, proxy: FaultProxy, namespace: str, cluster: LocalCluster
 ) -> None:
     rv = cluster.api.get(svc_path(namespace))["metadata"]["resourceVersion"]
-    dead = Watch(client, svc_path(namespace), rv)
-    try:
+    async with services_watch(client, cluster, namespace, rv) as dead:
         await wait_for(lambda: proxy.open_exchanges(watches("services")), timeout=30)
         proxy.stall(watches("services"), open_only=True)
-        fresh = Watch(client, svc_path(namespace), rv)
-        try:
+        async with services_watch(client, cluster, namespace, rv) as fresh:
             cluster.api.post(svc_path(namespace), svc("a"))
             await wait_for(lambda: fresh.names == ["a"], timeout=30)
             assert dead.names == [] and not dead.ended
-        finally:
-            await fresh.close()
-    finally:
-        await dead.close()
 
 
 async def test_a_stalled_watch_looks_dead_to_the_client_no_end_no_bytes(
     client: KubeClient, proxy: FaultProxy, namespace: str, cluster: LocalCluster
 ) -> None:
     proxy.stall(watches("services"))
-    rv = cluster.api.get(svc_path(namespace))["metadata"]["resourceVersion"]
     # timeoutSeconds=1: the server ends the watch at once, but the stall holds that end back too.
-    watch = Watch(client, svc_path(namespace), rv, read_timeout=3.0, timeoutSeconds="1")
-    try:
+    async with services_watch(client, cluster, namespace, read_timeout=3.0, timeoutSeconds="1") as watch:
         cluster.api.post(svc_path(namespace), svc("unseen"))
         await wait_for(lambda: watch.ended, timeout=30)
         assert isinstance(watch.error, TimeoutError), watch.error
         assert watch.names == []
-    finally:
-        await watch.close()
     (record,) = proxy.exchanges(watches("services"))
     assert record.outcome == "unanswered" and record.forwarded is not None
 
@@ -209,14 +208,10 @@ async def test_a_held_response_means_the_write_landed_unseen(
 async def test_refuse_and_drop_cut_connections(
     client: KubeClient, proxy: FaultProxy, namespace: str, cluster: LocalCluster
 ) -> None:
-    rv = cluster.api.get(svc_path(namespace))["metadata"]["resourceVersion"]
-    watch = Watch(client, svc_path(namespace), rv)
-    try:
+    async with services_watch(client, cluster, namespace) as watch:
         await wait_for(lambda: proxy.open_exchanges(watches("services")), timeout=30)
         assert proxy.drop(watches("services")) == 1
         await wait_for(lambda: watch.ended, timeout=30)
-    finally:
-        await watch.close()
     assert proxy.exchanges(watches("services"))[-1].outcome == "dropped"
 
     refusal = proxy.refuse(lambda r: r.resource == "services")

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from e2e.harness import ApiError, LocalCluster
+from e2e.harness.binaries import K8S_VERSION
 
 pytestmark = pytest.mark.cluster
 
@@ -73,7 +74,7 @@ def test_clusters_run_side_by_side_on_distinct_loopback_ports(
     for c in (cluster, single_stack_cluster):
         assert c.server.startswith("https://127.0.0.1:")
         assert c.etcd_url.startswith("http://127.0.0.1:")
-        assert c.api.get("/version")["gitVersion"] == "v1.36.3"
+        assert c.api.get("/version")["gitVersion"] == K8S_VERSION
 
 
 def test_service_status_can_be_patched_like_a_controller_does(cluster: LocalCluster, namespace: str) -> None:

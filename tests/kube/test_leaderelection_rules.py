@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -118,6 +120,22 @@ async def teardown(*cands: Candidate) -> None:
             await asyncio.gather(c.task, return_exceptions=True)
 
 
+@contextlib.asynccontextmanager
+async def election(
+    *names: str, first_releases: bool = True
+) -> AsyncIterator[tuple[FakeClock, LeaseStore, list[Candidate]]]:
+    """Candidates on one Lease and one fake clock; the first is started and leads when the block begins
+    (the others are not started); every candidate is cancelled when it ends."""
+    clock, store = FakeClock(), LeaseStore()
+    cands = [Candidate(store, clock, n, release=first_releases or i > 0) for i, n in enumerate(names)]
+    cands[0].start()
+    try:
+        await run_until(clock, lambda: cands[0].started_at is not None, 5)
+        yield clock, store, cands
+    finally:
+        await teardown(*cands)
+
+
 def test_config_is_validated() -> None:
     LeaderElectionConfig("ns", "n", "me")
     with pytest.raises(ValueError):
@@ -131,27 +149,17 @@ def test_config_is_validated() -> None:
 
 
 async def test_creates_missing_lease_and_a_second_candidate_waits_while_it_is_renewed() -> None:
-    clock, store = FakeClock(), LeaseStore()
-    a, b = Candidate(store, clock, "a"), Candidate(store, clock, "b")
-    a.start()
-    try:
-        await run_until(clock, lambda: a.started_at is not None, 5)
+    async with election("a", "b") as (clock, store, (a, b)):
         assert store.lease is not None and store.lease["spec"]["leaseTransitions"] == 0
         b.start()
         await run_until(clock, lambda: clock.monotonic() >= 1060, 100)
         assert b.started_at is None and a.elector.is_leader() and not b.elector.is_leader()
         assert {w[1] for w in store.writes} == {"a"}
         assert b.elector.leader == "a"
-    finally:
-        await teardown(a, b)
 
 
 async def test_partitioned_leader_stops_within_renew_deadline_before_anyone_takes_over() -> None:
-    clock, store = FakeClock(), LeaseStore()
-    a, b = Candidate(store, clock, "a"), Candidate(store, clock, "b")
-    a.start()
-    try:
-        await run_until(clock, lambda: a.started_at is not None, 5)
+    async with election("a", "b") as (clock, store, (a, b)):
         b.start()
         await run_until(clock, lambda: clock.monotonic() > 1020, 30)
         last_a_write = max(t for t, who, _ in store.writes if who == "a")
@@ -170,8 +178,6 @@ async def test_partitioned_leader_stops_within_renew_deadline_before_anyone_take
         assert store.lease["spec"]["holderIdentity"] == "b"
         assert store.lease["spec"]["leaseTransitions"] == 1
         assert b.leaders == ["a", "b"]
-    finally:
-        await teardown(a, b)
 
 
 async def test_expiry_uses_local_observation_time_not_record_timestamps() -> None:
@@ -197,11 +203,7 @@ async def test_expiry_uses_local_observation_time_not_record_timestamps() -> Non
 
 
 async def test_release_on_cancel_hands_over_within_about_a_retry_period() -> None:
-    clock, store = FakeClock(), LeaseStore()
-    a, b = Candidate(store, clock, "a"), Candidate(store, clock, "b")
-    a.start()
-    try:
-        await run_until(clock, lambda: a.started_at is not None, 5)
+    async with election("a", "b") as (clock, store, (a, b)):
         b.start()
         await run_until(clock, lambda: clock.monotonic() > 1010, 20)
         assert a.task is not None
@@ -216,16 +218,10 @@ async def test_release_on_cancel_hands_over_within_about_a_retry_period() -> Non
         assert b.started_at is not None
         # a retry with jitter is at most 2 s * 2.2; far sooner than the 15 s lease
         assert b.started_at - released <= 2.0 * 2.2 + 1.0 + 0.2
-    finally:
-        await teardown(a, b)
 
 
 async def test_cancel_without_release_leaves_the_lease_to_expire() -> None:
-    clock, store = FakeClock(), LeaseStore()
-    a, b = Candidate(store, clock, "a", release=False), Candidate(store, clock, "b")
-    a.start()
-    try:
-        await run_until(clock, lambda: a.started_at is not None, 5)
+    async with election("a", "b", first_releases=False) as (clock, store, (a, b)):
         b.start()
         await run_until(clock, lambda: clock.monotonic() > 1006, 10)
         assert a.task is not None
@@ -235,8 +231,6 @@ async def test_cancel_without_release_leaves_the_lease_to_expire() -> None:
         assert store.lease is not None and store.lease["spec"]["holderIdentity"] == "a"
         await run_until(clock, lambda: b.started_at is not None, 40)
         assert b.started_at is not None and b.started_at >= last_a_write + 15.0
-    finally:
-        await teardown(a, b)
 
 
 async def test_simultaneous_candidates_one_wins_the_race() -> None:
@@ -256,11 +250,7 @@ async def test_simultaneous_candidates_one_wins_the_race() -> None:
 
 
 async def test_frozen_leader_does_not_write_after_waking_up() -> None:
-    clock, store = FakeClock(), LeaseStore()
-    a, b = Candidate(store, clock, "a"), Candidate(store, clock, "b")
-    a.start()
-    try:
-        await run_until(clock, lambda: a.started_at is not None, 5)
+    async with election("a", "b") as (clock, store, (a, b)):
         # "Freeze" a: its event loop is not scheduled while fake time passes; b takes over.
         b.start()
         await run_until(clock, lambda: clock.monotonic() > 1003, 5)
@@ -272,8 +262,6 @@ async def test_frozen_leader_does_not_write_after_waking_up() -> None:
         assert sum(1 for _, who, _ in store.writes if who == "a") == a_writes_before
         assert isinstance(a.task.exception(), LeadershipLost)
         assert not a.elector.is_leader()
-    finally:
-        await teardown(a, b)
 
 
 async def test_guarded_work_crashing_steps_down_releases_and_surfaces_the_error() -> None:
@@ -354,11 +342,7 @@ async def test_write_budget_is_the_time_left_before_the_renew_deadline() -> None
 
 
 async def test_release_rereads_the_lease_when_its_resource_version_moved() -> None:
-    clock, store = FakeClock(), LeaseStore()
-    a, b = Candidate(store, clock, "a"), Candidate(store, clock, "b")
-    a.start()
-    try:
-        await run_until(clock, lambda: a.started_at is not None, 5)
+    async with election("a", "b") as (clock, store, (a, b)):
         # Someone else touched the Lease (a label, or our own renew whose answer we never got): our
         # resourceVersion is stale, the holder is still us.
         assert store.lease is not None
@@ -373,16 +357,10 @@ async def test_release_rereads_the_lease_when_its_resource_version_moved() -> No
         b.start()
         await run_until(clock, lambda: b.started_at is not None, 30)
         assert b.started_at is not None and b.started_at - released <= 2.0 * 2.2 + 1.0
-    finally:
-        await teardown(a, b)
 
 
 async def test_release_leaves_a_lease_someone_else_took() -> None:
-    clock, store = FakeClock(), LeaseStore()
-    a = Candidate(store, clock, "a")
-    a.start()
-    try:
-        await run_until(clock, lambda: a.started_at is not None, 5)
+    async with election("a") as (_clock, store, (a,)):
         assert store.lease is not None
         store.rv += 1
         store.lease["metadata"]["resourceVersion"] = str(store.rv)
@@ -391,5 +369,3 @@ async def test_release_leaves_a_lease_someone_else_took() -> None:
         a.task.cancel()
         await asyncio.gather(a.task, return_exceptions=True)
         assert store.lease["spec"]["holderIdentity"] == "intruder"
-    finally:
-        await teardown(a)

@@ -1,9 +1,11 @@
 """`pip install -e .` on a fresh clone prints no setuptools warning walls (the table form of
 `project.license` was deprecated; setuptools' import-hook editable mode printed an "Editable installation"
-notice). Uses the locked setuptools from requirements-build.lock, as the image build does."""
+notice). Uses the locked setuptools from requirements-build.lock, installed by the image build's own step
+(image/install.sh build-env)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -25,9 +27,11 @@ def _pip(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def build_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = tmp_path_factory.mktemp("pip") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    locked = _pip("--python", str(venv / "bin/python"), "install", "--require-hashes", "--no-deps",
-                  "--only-binary=:all:", "-r", str(ROOT / "requirements-build.lock"))  # fmt: skip
+    locked = subprocess.run(
+        ["sh", str(ROOT / "image/install.sh"), "build-env", str(venv), str(ROOT)],
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True, text=True, check=False, timeout=600,
+    )  # fmt: skip
     assert locked.returncode == 0, locked.stderr
     return venv
 

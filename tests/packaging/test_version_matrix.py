@@ -1,6 +1,6 @@
 """The supported Kubernetes range is the newest three minors; CI checks both ends of it on every run: the
 CRD (with its CEL validation), every manifest and sample, and the chart's objects go through a real
-kube-apiserver of the oldest (v1.34) and of the newest (v1.36) minor. `make version-matrix` also runs the
+kube-apiserver of the oldest (v1.35) and of the newest (v1.37) minor. `make version-matrix` also runs the
 e2e smoke scenarios on each end."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tests.packaging.chart import CHART, render_chart, render_kustomization
 
 pytestmark = pytest.mark.cluster
 
-SUPPORTED_MINORS = (34, 35, 36)
+SUPPORTED_MINORS = (35, 36, 37)
 
 
 @pytest.fixture(scope="module")

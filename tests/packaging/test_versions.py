@@ -75,3 +75,32 @@ def test_dockerfile_installs_through_the_script_the_install_test_runs() -> None:
     assert run, "the build stage must install with image/install.sh wheel + venv"
     assert "COPY --from=build /opt/stablelb /opt/stablelb" in dockerfile
     assert "pip uninstall --yes --quiet pip setuptools wheel" in dockerfile
+
+
+def _defaults(path: str, pattern: str) -> list[str]:
+    return re.findall(pattern, (ROOT / path).read_text(), re.M)
+
+
+def test_every_place_names_the_same_supported_kubernetes_range() -> None:
+    # The newest three minors: the Makefile's matrix, the build script's and the harness's defaults, the
+    # README, the chart and the kind workflow must move together when a new minor is released.
+    oldest, newest = _defaults("Makefile", r"^K8S_(?:OLDEST|NEWEST)_VERSION \?= (v1\.\d+\.\d+)$")
+    assert _defaults("e2e/controlplane/build-binaries.sh", r'K8S(?:_OLDEST)?_VERSION:-(v1\.\d+\.\d+)') == [
+        newest,
+        oldest,
+    ]
+    assert _defaults("e2e/harness/binaries.py", r'"STABLELB_K8S(?:_OLDEST)?_VERSION", "(v1\.\d+\.\d+)"') == [
+        newest,
+        oldest,
+    ]
+    low, high = (int(v.split(".")[1]) for v in (oldest, newest))
+    assert high - low == 2
+    minors = [f"1.{m}" for m in range(low, high + 1)]
+    readme = (ROOT / "README.md").read_text()
+    assert f"**Supported Kubernetes: {', '.join(minors)}**" in readme
+    assert f"through real {oldest} and {newest}" in readme
+    chart_readme = (ROOT / "charts/stablelb/README.md").read_text()
+    assert f"Supported Kubernetes: {minors[0]}\N{EN DASH}{minors[-1]}." in chart_readme
+    assert f'kubeVersion: ">={minors[0]}.0-0"' in (ROOT / "charts/stablelb/Chart.yaml").read_text()
+    kind = _defaults(".github/workflows/e2e-kind.yaml", r'"kindest/node:v(1\.\d+)\.\d+"')
+    assert kind == [minors[0], minors[-1]]
