@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from .addresses import AddressError, int_to_ip, parse_ip
 from .model import (
@@ -165,6 +166,11 @@ class Allocator:
 
     def pool_statuses(self) -> list[PoolStatus]:
         return [self._pools[name].status() for name in sorted(self._pools)]
+
+    def pools(self) -> Mapping[str, Pool]:
+        """The current pools by name, read-only: for explanations (controller/ipam/explain.py), which read a
+        pool's spec, state and free counts but must never allocate from it."""
+        return MappingProxyType(self._pools)
 
     # ------------------------------------------------------------------------------------------- queries
     def assignment(self, key: ServiceKey) -> tuple[str, ...]:

@@ -1,0 +1,124 @@
+"""`kubectl stablelb status`: each pool's usage as the allocator counts it, and who leads."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+from controller.ipam import FamilyCounts
+from controller.reconcile.service_input import parse_timestamp
+
+from .render import Style, table
+from .replay import Replay
+
+
+def leader_data(lease: dict[str, Any] | None, now: datetime) -> dict[str, Any] | None:
+    if lease is None:
+        return None
+    spec = lease.get("spec") or {}
+    renew = spec.get("renewTime")
+    duration = spec.get("leaseDurationSeconds")
+    age = now.timestamp() - parse_timestamp(renew) if renew else None
+    expired = age is not None and isinstance(duration, int) and age > duration
+    return {
+        "holder": spec.get("holderIdentity") or None,
+        "renewTime": renew,
+        "secondsSinceRenew": round(age, 1) if age is not None else None,
+        "leaseDurationSeconds": duration,
+        "expired": expired,
+        "transitions": spec.get("leaseTransitions"),
+    }
+
+
+def _counts(c: FamilyCounts) -> dict[str, int]:
+    return {"total": c.total, "assigned": c.assigned, "available": c.available}
+
+
+def status_data(run: Replay, now: datetime | None = None) -> dict[str, Any]:
+    now = now or datetime.now(UTC)
+    per_pool = Counter(d.pool for d in run.decisions.values() if d.ips and d.pool)
+    pools = []
+    for s in run.allocator.pool_statuses():
+        state = (
+            "Invalid"
+            if s.invalid
+            else "Conflict"
+            if s.conflict_with
+            else "Disabled"
+            if s.disabled
+            else "Exhausted"
+            if s.exhausted
+            else "Ready"
+        )
+        pools.append(
+            {
+                "pool": s.name,
+                "state": state,
+                "message": s.invalid or (f"overlaps older pool {s.conflict_with}" if s.conflict_with else ""),
+                "IPv4": _counts(s.ipv4),
+                "IPv6": _counts(s.ipv6),
+                "services": per_pool.get(s.name, 0),
+            }
+        )
+    for name, error in sorted(run.shape_errors.items()):
+        pools.append({"pool": name, "state": "Invalid", "message": error, "services": 0})
+    pending = sorted(str(k) for k, d in run.decisions.items() if d.pending and not d.ips)
+    ref = run.state.lease_ref
+    return {
+        "leader": leader_data(run.state.lease, now),
+        "lease": f"{ref.namespace}/{ref.name}",
+        "pools": pools,
+        "services": {
+            "handled": len(run.decisions),
+            "withAddress": sum(1 for d in run.decisions.values() if d.ips),
+            "pending": pending,
+            "outsidePool": sorted(str(k) for k in run.allocator.orphaned()),
+        },
+    }
+
+
+def _usage(counts: dict[str, int] | None) -> str:
+    if not counts or not counts["total"]:
+        return "-"
+    return f"{counts['assigned']}/{counts['total']}"
+
+
+def render(data: dict[str, Any], style: Style) -> str:
+    leader = data["leader"]
+    if leader is None:
+        head = style.paint(
+            f"no Lease {data['lease']}: no controller has led yet (or pass --lease-name)", "red"
+        )
+    elif not leader["holder"]:
+        head = style.paint(f"no leader (Lease {data['lease']} released)", "red")
+    else:
+        state = style.paint("EXPIRED", "red") if leader["expired"] else "held"
+        head = (
+            f"leader {style.paint(leader['holder'], 'bold')} ({state}; Lease {data['lease']}, renewed "
+            f"{leader['secondsSinceRenew']}s ago, duration {leader['leaseDurationSeconds']}s)"
+        )
+    colours = {"Ready": "green", "Exhausted": "yellow", "Disabled": "yellow"}
+    rows = [
+        [
+            p["pool"],
+            style.paint(p["state"], colours.get(p["state"], "red")),
+            _usage(p.get("IPv4")),
+            _usage(p.get("IPv6")),
+            str(p["services"]),
+            p["message"],
+        ]
+        for p in data["pools"]
+    ]
+    svc = data["services"]
+    lines = [head, "", table(["pool", "state", "ipv4 used", "ipv6 used", "services", "message"], rows, style)]
+    lines += [
+        "",
+        f"{svc['handled']} Services handled, {svc['withAddress']} with an address, "
+        f"{len(svc['pending'])} pending"
+        + (f", {len(svc['outsidePool'])} outside every pool (IPOutsidePool)" if svc["outsidePool"] else ""),
+    ]
+    if svc["pending"]:
+        shown = ", ".join(svc["pending"][:5]) + (" ..." if len(svc["pending"]) > 5 else "")
+        lines.append(f"pending: {shown}  (why: kubectl stablelb explain svc/NAME -n NAMESPACE)")
+    return "\n".join(lines)
