@@ -18,10 +18,11 @@ import yaml
 
 from controller.ipam import Decision, PoolStatus, ServiceKey
 from controller.kube.resources import IPPOOLS
+from controller.reconcile.pool_input import read_pools
 
 from .cluster import CliError
 from .render import Style, ips_text, table
-from .replay import Replay, pool_specs
+from .replay import Replay
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ def plan(
     pools_before = {s.name: s for s in run.allocator.pool_statuses()}
     errors_before = dict(run.shape_errors)
     objs, changed = edited_pools(run.state.pools, applied, deleted, now or datetime.now(UTC))
-    specs, errors = pool_specs(objs)
+    specs, errors = read_pools(objs)
     change = run.allocator.set_pools(specs)
     run.shape_errors = errors
     run.settle(sorted(change.orphaned | change.retry))

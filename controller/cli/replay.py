@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.ipam import Allocator, Decision, PoolSpec, ServiceKey
-from controller.reconcile.pool_input import read_pool
+from controller.ipam import Allocator, Decision, ServiceKey
+from controller.reconcile.pool_input import read_pools
 from controller.reconcile.service_input import (
     ServiceInput,
     is_ours,
@@ -85,21 +85,9 @@ class Replay:
         return done
 
 
-def pool_specs(objs: Iterable[dict[str, Any]]) -> tuple[list[PoolSpec], dict[str, str]]:
-    specs: list[PoolSpec] = []
-    errors: dict[str, str] = {}
-    for obj in objs:
-        parsed = read_pool(obj)
-        if isinstance(parsed, str):
-            errors[obj["metadata"]["name"]] = parsed
-        else:
-            specs.append(parsed)
-    return specs, errors
-
-
 def replay(state: ClusterState, policy: Policy) -> Replay:
     allocator = Allocator(reclaim_window=policy.reclaim_window)
-    specs, errors = pool_specs(state.pools)
+    specs, errors = read_pools(state.pools)
     allocator.set_pools(specs)
     ours = [o for o in state.services if is_ours(o, policy.lb_class, policy.handle_unclassed)]
     run = Replay(state, policy, allocator, {service_key(o): o for o in ours}, shape_errors=errors)

@@ -9,14 +9,14 @@ from typing import Any
 
 from opentelemetry.trace import Link, Tracer
 
-from controller.ipam import Allocator, PoolSpec, PoolStatus
+from controller.ipam import Allocator, PoolStatus
 from controller.kube.client import KubeClient
 from controller.kube.events import EventRecorder
 from controller.kube.resources import IPPOOLS
 from controller.kube.store import Store
 from controller.metrics import Metrics
 from controller.reconcile.leadership import WriteGate
-from controller.reconcile.pool_input import read_pool
+from controller.reconcile.pool_input import read_pools
 from controller.reconcile.tracing import reconcile_span
 from controller.reconcile.writes import now_rfc3339, patch_status
 from controller.telemetry import ATTR_POOL, ATTR_RESULT
@@ -132,14 +132,7 @@ class PoolReconciler:
         )
         if fingerprint == self._applied:
             return self._shape_errors
-        specs: list[PoolSpec] = []
-        shape_errors: dict[str, str] = {}
-        for obj in objs:
-            parsed = read_pool(obj)
-            if isinstance(parsed, str):
-                shape_errors[obj["metadata"]["name"]] = parsed
-            else:
-                specs.append(parsed)
+        specs, shape_errors = read_pools(objs)
         change = self.allocator.set_pools(specs)
         self._applied, self._shape_errors = fingerprint, shape_errors
         for key in sorted(change.orphaned | change.retry):
