@@ -8,6 +8,7 @@ still hands out the addresses released moments before last.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 from collections import OrderedDict
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from .addresses import AddressError, int_to_ip, parse_ip
+from .ledger import LEDGER_MAX_ENTRIES, Ledger, LedgerEntry
 from .model import (
     FAMILIES,
     PREFER_DUAL_STACK,
@@ -53,6 +55,19 @@ class _Recent:
     uid: str
     released_at: float
     ips: tuple[Addr, ...]
+    wall: float = 0.0  # released_at on the wall clock, for the ledger
+    seq: int = 0  # release sequence number: the ledger's order
+
+
+@dataclass(frozen=True)
+class _Release:
+    """The latest release of an address that is free now (the ledger's source)."""
+
+    seq: int
+    at: float  # wall clock
+    key: ServiceKey
+    uid: str
+    gone: bool  # the Service went away (deleted, re-created, no longer ours), not merely moved off it
 
 
 @dataclass
@@ -65,8 +80,16 @@ class _Outcome:
 
 
 class Allocator:
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic, reclaim_window: float = 600.0) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        reclaim_window: float = 600.0,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self._clock = clock
+        # Only for the release ledger, which outlives this process: monotonic time means nothing elsewhere.
+        self._wall = wall_clock
         self._reclaim_window = reclaim_window
         self._pools: dict[str, Pool] = {}
         self._owners: dict[ServiceKey, _Assignment] = {}
@@ -79,6 +102,10 @@ class Allocator:
         self._recent: OrderedDict[ServiceKey, _Recent] = OrderedDict()
         # family -> addresses in the order they were last freed (oldest first), whatever pool they were in
         self._freed_order: dict[str, OrderedDict[int, None]] = {f: OrderedDict() for f in FAMILIES}
+        # free addresses that were released, latest release last; an address leaves it when held again
+        self._release_log: OrderedDict[Addr, _Release] = OrderedDict()
+        self._release_seq = 0
+        self.history_version = 0  # bumped whenever the release history changes (the ledger writer polls it)
 
     # ------------------------------------------------------------------------------------------- pools
     def set_pools(self, pools: Iterable[PoolSpec]) -> PoolsChange:
@@ -289,8 +316,12 @@ class Allocator:
         if remember and released:
             now = self._clock()
             self._prune_recent(now)
-            self._recent[key] = _Recent(assignment.uid, now, tuple(released))
+            seq, wall = self._next_release()
+            self._recent[key] = _Recent(assignment.uid, now, tuple(released), wall, seq)
             self._recent.move_to_end(key)
+            for addr in released:
+                if addr in self._release_log:  # freed now, not still held by a sharer
+                    self._release_log[addr] = _Release(seq, wall, key, assignment.uid, gone=True)
         return released
 
     def _prune_recent(self, now: float) -> None:
@@ -300,6 +331,124 @@ class Allocator:
             if now - oldest.released_at <= self._reclaim_window:
                 break
             del self._recent[key]
+
+    def _next_release(self) -> tuple[int, float]:
+        self._release_seq += 1
+        self.history_version += 1
+        return self._release_seq, self._wall()
+
+    # ------------------------------------------------------------------------------------------- ledger
+    def release_ledger(self, pool_name: str) -> Ledger | None:
+        """The pool's release history as the ledger keeps it; None for an unknown or invalid pool (whose
+        addresses are not known, so an empty ledger would wrongly erase the one in its status).
+
+        Entries, oldest first: the latest release of each free address of the pool (its position is the
+        reuse order) and, within the reclaim window, the free addresses of each name's latest deletion
+        (for same-name reclaim, even when another Service held and released one of them since).
+        """
+        pool = self._pools.get(pool_name)
+        if pool is None or pool.invalid is not None:
+            return None
+        found: dict[tuple[Addr, int], LedgerEntry] = {}
+        for addr, rec in self._release_log.items():
+            if pool.contains(*addr):
+                found[(addr, rec.seq)] = LedgerEntry(int_to_ip(*addr), rec.at, rec.key, rec.uid, rec.gone)
+        now = self._clock()
+        for key, recent in self._recent.items():
+            if now - recent.released_at > self._reclaim_window:
+                continue
+            for addr in recent.ips:
+                if (addr, recent.seq) not in found and addr not in self._holders and pool.contains(*addr):
+                    found[(addr, recent.seq)] = LedgerEntry(
+                        int_to_ip(*addr), recent.wall, key, recent.uid, service_gone=True
+                    )
+        ordered = [found[k] for k in sorted(found, key=lambda k: k[1])]
+        return Ledger(tuple(ordered[-LEDGER_MAX_ENTRIES:]), truncated=len(ordered) > LEDGER_MAX_ENTRIES)
+
+    def restore_ledgers(self, ledgers: Mapping[str, Ledger]) -> int:
+        """Seed the reuse order and same-name reclaim from the pools' ledgers; returns the addresses placed.
+
+        Called at adoption, after ``adopt``: an entry for a held address, outside its (valid) pool or of an
+        unknown pool is ignored, so no assignment can change; history this allocator recorded itself wins
+        over the ledger's. Entries of several pools are merged by release time, each pool's order kept.
+        """
+        streams: list[list[tuple[LedgerEntry, Addr]]] = []
+        for name in sorted(ledgers):
+            pool = self._pools.get(name)
+            if pool is None or pool.invalid is not None:
+                continue
+            stream = []
+            for entry in ledgers[name].entries:
+                try:
+                    addr = parse_ip(entry.ip)
+                except AddressError:
+                    continue
+                if pool.contains(*addr) and addr not in self._holders:
+                    stream.append((entry, addr))
+            streams.append(stream)
+        merged = list(heapq.merge(*streams, key=lambda item: item[0].released_at))
+        # Restored history is older than any this allocator recorded, so it gets negative sequence numbers;
+        # the entries of one deletion (name, uid, time) share one, as they did when they were recorded.
+        seqs: list[int] = []
+        group_seq: dict[tuple[ServiceKey, str, float], int] = {}
+        for index, (entry, _) in enumerate(merged):
+            seq = index - len(merged)
+            if entry.service_gone:
+                seq = group_seq.setdefault((entry.service, entry.uid, entry.released_at), seq)
+            seqs.append(seq)
+        order: OrderedDict[Addr, tuple[LedgerEntry, int]] = OrderedDict()
+        for (entry, addr), seq in zip(merged, seqs, strict=True):
+            order.pop(addr, None)
+            order[addr] = (entry, seq)
+        self._restore_order(order)
+        self._restore_recent(merged, seqs)
+        self.history_version += 1
+        return len(order)
+
+    def _restore_order(self, order: OrderedDict[Addr, tuple[LedgerEntry, int]]) -> None:
+        # An address this allocator released itself keeps its own (newer) place.
+        log: OrderedDict[Addr, _Release] = OrderedDict()
+        for addr, (e, seq) in order.items():
+            if addr not in self._release_log:
+                log[addr] = _Release(seq, e.released_at, e.service, e.uid, e.service_gone)
+        log.update(self._release_log)
+        self._release_log = log
+        for family in FAMILIES:
+            restored = [v for (f, v) in order if f == family and v not in self._freed_order[family]]
+            freed: OrderedDict[int, None] = OrderedDict((v, None) for v in restored)
+            freed.update(self._freed_order[family])
+            self._freed_order[family] = freed
+        for name, pool in list(self._pools.items()):
+            if pool.invalid is not None:
+                continue
+            if any(pool.free[f].released_order() for f in FAMILIES):
+                rebuilt = self._build(pool.spec)  # live releases must stay behind the restored ones
+                rebuilt.conflict_with = pool.conflict_with
+                self._pools[name] = rebuilt
+                continue
+            for family in FAMILIES:
+                pool.free[family].restore_release_order(v for (f, v) in order if f == family)
+
+    def _restore_recent(self, merged: list[tuple[LedgerEntry, Addr]], seqs: list[int]) -> None:
+        # Each name's latest deletion: the entries sharing its uid and release time.
+        groups: dict[ServiceKey, tuple[str, float, int, list[Addr]]] = {}
+        for (entry, addr), seq in zip(merged, seqs, strict=True):
+            if not entry.service_gone:
+                continue
+            group = groups.get(entry.service)
+            if group is not None and (group[0], group[1]) == (entry.uid, entry.released_at):
+                group[3].append(addr)
+            elif group is None or entry.released_at >= group[1]:
+                groups[entry.service] = (entry.uid, entry.released_at, seq, [addr])
+        now, now_wall = self._clock(), self._wall()
+        restored: OrderedDict[ServiceKey, _Recent] = OrderedDict()
+        for key, (uid, at, seq, addrs) in sorted(groups.items(), key=lambda item: item[1][2]):
+            age = max(0.0, now_wall - at)
+            if key in self._recent or age > self._reclaim_window:
+                continue
+            restored[key] = _Recent(uid, now - age, tuple(sorted(set(addrs))), at, seq)
+        restored.update(self._recent)
+        self._recent = restored
 
     # ------------------------------------------------------------------------------------------- ensure
     def ensure(self, request: ServiceRequest) -> Decision:
@@ -687,6 +836,8 @@ class Allocator:
             for pool in self._pools.values():
                 if pool.contains(family, value):
                     pool.free[family].allocate(value)
+            if self._release_log.pop((family, value), None) is not None:
+                self.history_version += 1
         holders.append(key)
 
     def _unhold(self, key: ServiceKey, family: str, value: int) -> None:
@@ -699,6 +850,10 @@ class Allocator:
             freed = self._freed_order[family]
             freed.pop(value, None)
             freed[value] = None
+            seq, wall = self._next_release()
+            owner = self._owners.get(key)
+            self._release_log.pop((family, value), None)
+            self._release_log[(family, value)] = _Release(seq, wall, key, owner.uid if owner else "", False)
             for pool in self._pools.values():
                 if pool.contains(family, value):
                     pool.free[family].release(value)
