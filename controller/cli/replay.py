@@ -1,6 +1,7 @@
 """The allocator rebuilt from the cluster's state, as a new leader builds it (controller/app.py).
 
-Pools first, then every claim in Service status adopted, then every Service ensured once in the leader's
+Pools first, then every claim in Service status adopted, the reuse order restored from each pool's release
+ledger (an advisory hint in IPPool status), then every Service ensured once in the leader's
 order (those needing an address first, oldest first), following the retries the allocator names until
 nothing is left — what the controller converges to from the same objects. Pure: no I/O.
 """
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.ipam import Allocator, Decision, ServiceKey
+from controller.ipam.ledger import Ledger, pool_ledger
 from controller.reconcile.pool_input import read_pools
 from controller.reconcile.service_input import (
     ServiceInput,
@@ -46,6 +48,8 @@ class Replay:
     inputs: dict[ServiceKey, ServiceInput] = field(default_factory=dict)
     duplicates: dict[ServiceKey, ServiceKey] = field(default_factory=dict)
     shape_errors: dict[str, str] = field(default_factory=dict)
+    ledgers: dict[str, Ledger] = field(default_factory=dict)  # as read from each IPPool's status
+    ledger_problems: dict[str, str] = field(default_factory=dict)  # what a malformed ledger had ignored
 
     def read(self, key: ServiceKey) -> ServiceInput:
         """The Service's input as the reconciler reads it: what the allocator holds first, then status."""
@@ -101,6 +105,12 @@ def replay(state: ClusterState, policy: Policy) -> Replay:
         if status_ips(o)
     ]
     run.duplicates = dict(allocator.adopt(claims).duplicates)
+    for obj in state.pools:
+        ledger, problem = pool_ledger(obj)
+        run.ledgers[obj["metadata"]["name"]] = ledger
+        if problem is not None:
+            run.ledger_problems[obj["metadata"]["name"]] = problem
+    allocator.restore_ledgers(run.ledgers)
     ours.sort(
         key=lambda o: (
             bool(status_ips(o)) and service_key(o) not in run.duplicates,

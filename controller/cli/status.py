@@ -31,6 +31,18 @@ def leader_data(lease: dict[str, Any] | None, now: datetime) -> dict[str, Any] |
     }
 
 
+def _ledger(run: Replay, pool: str) -> dict[str, Any]:
+    """The release ledger as the IPPool's status holds it (the reuse order a new leader restores)."""
+    ledger = run.ledgers.get(pool)
+    entries = ledger.entries if ledger is not None else ()
+    return {
+        "entries": len(entries),
+        "truncated": bool(ledger and ledger.truncated),
+        "next": [e.ip for e in entries[:3]],  # the least recently released: reused first once none is new
+        "ignored": run.ledger_problems.get(pool),
+    }
+
+
 def _counts(c: FamilyCounts) -> dict[str, int]:
     return {"total": c.total, "assigned": c.assigned, "available": c.available}
 
@@ -59,6 +71,7 @@ def status_data(run: Replay, now: datetime | None = None) -> dict[str, Any]:
                 "IPv4": _counts(s.ipv4),
                 "IPv6": _counts(s.ipv6),
                 "services": per_pool.get(s.name, 0),
+                "ledger": _ledger(run, s.name),
             }
         )
     for name, error in sorted(run.shape_errors.items()):
@@ -84,6 +97,12 @@ def _usage(counts: dict[str, int] | None) -> str:
     return f"{counts['assigned']}/{counts['total']}"
 
 
+def _ledger_text(ledger: dict[str, Any] | None) -> str:
+    if not ledger or not ledger["entries"]:
+        return "-"
+    return f"{ledger['entries']}{'+' if ledger['truncated'] else ''}"
+
+
 def render(data: dict[str, Any], style: Style) -> str:
     leader = data["leader"]
     if leader is None:
@@ -106,12 +125,17 @@ def render(data: dict[str, Any], style: Style) -> str:
             _usage(p.get("IPv4")),
             _usage(p.get("IPv6")),
             str(p["services"]),
-            p["message"],
+            _ledger_text(p.get("ledger")),
+            p["message"] or ((p.get("ledger") or {}).get("ignored") or ""),
         ]
         for p in data["pools"]
     ]
     svc = data["services"]
-    lines = [head, "", table(["pool", "state", "ipv4 used", "ipv6 used", "services", "message"], rows, style)]
+    lines = [
+        head,
+        "",
+        table(["pool", "state", "ipv4 used", "ipv6 used", "services", "ledger", "message"], rows, style),
+    ]
     lines += [
         "",
         f"{svc['handled']} Services handled, {svc['withAddress']} with an address, "

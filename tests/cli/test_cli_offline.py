@@ -14,6 +14,8 @@ from controller.cli.cluster import CliError, ClusterState, kubeconfig_path
 from controller.cli.explain import not_handled_why
 from controller.cli.render import Style, table
 from controller.cli.replay import Policy, replay
+from controller.cli.status import status_data
+from controller.ipam import ServiceKey
 
 NOW = datetime(2026, 12, 2, 3, 0, tzinfo=UTC)
 
@@ -159,3 +161,23 @@ def test_services_stablelb_leaves_alone_say_why() -> None:
     assert "--handle-unclassed=false" in (
         not_handled_why(service("y", 1), Policy(handle_unclassed=False)) or ""
     )
+
+
+def test_the_replay_restores_the_reuse_order_from_the_pools_release_ledger() -> None:
+    p = pool("p", ["10.0.0.1-10.0.0.3"])
+    p["status"] = {
+        "releaseLedger": {
+            "entries": [
+                {"ip": "10.0.0.3", "releasedAt": "2026-12-02T01:00:00Z", "service": "ns/x", "uid": "u1",
+                 "reason": "ServiceGone"},
+                {"ip": "10.0.0.1", "releasedAt": "2026-12-02T01:00:05Z", "service": "ns/y", "uid": "u2",
+                 "reason": "ServiceGone"},
+            ],
+            "truncated": False,
+        }
+    }  # fmt: skip
+    run = replay(state([p], [service("a", 1, ["10.0.0.2"]), service("new", 2)]), Policy())
+    # Least recently released first, as the leader that wrote the ledger would have: not the lowest free.
+    assert run.decisions[ServiceKey("ns", "new")].ips == ("10.0.0.3",)
+    ledger = status_data(run, NOW)["pools"][0]["ledger"]
+    assert ledger == {"entries": 2, "truncated": False, "next": ["10.0.0.3", "10.0.0.1"], "ignored": None}
