@@ -31,6 +31,7 @@ from controller.metrics import Metrics
 from controller.reconcile.leadership import NotLeader, WriteGate
 from controller.reconcile.pool_input import read_pool
 from controller.reconcile.pools import PoolReconciler
+from controller.reconcile.release_ledger import LedgerSettings, LedgerWriter, restore_ledgers
 from controller.reconcile.service_input import (
     EDITED_AFTER_STATUS,
     edited_after_status,
@@ -50,6 +51,9 @@ log = logging.getLogger(__name__)
 # or past it) before it is relisted. A quiet resource's RV only moves with bookmarks (about once a
 # minute), so a quiet cache is in effect relisted at every takeover; a busy one usually catches up.
 CATCH_UP_TIMEOUT = 1.0
+
+# The last ledger write when leadership is given up cleanly may take this long before the lease is released.
+LEDGER_FLUSH_TIMEOUT = 2.0
 
 # Pool status (counts) follows allocations; batching the refresh keeps a burst of allocations from
 # becoming a burst of IPPool status writes.
@@ -121,9 +125,11 @@ class Controller:
         tracer: Tracer,
         health: HealthState,
         catch_up_timeout: float = CATCH_UP_TIMEOUT,
+        ledger: LedgerSettings | None = None,
     ) -> None:
         self.settings = settings
         self.catch_up_timeout = catch_up_timeout
+        self.ledger_settings = ledger or LedgerSettings()
         self.client = client
         self.metrics = metrics
         self.tracer = tracer
@@ -152,6 +158,7 @@ class Controller:
         self.pool_queue: WorkQueue[str] = WorkQueue(metrics=metrics, name="ippools")
         self.service_reconciler: ServiceReconciler | None = None
         self.pool_reconciler: PoolReconciler | None = None
+        self.ledger_writer: LedgerWriter | None = None
         self.exit_code = 0
         self.stopping = asyncio.Event()
         self._lead_tasks: list[asyncio.Task[None]] = []
@@ -316,6 +323,13 @@ class Controller:
             "adopted assignments from Service status",
             extra={"services": len(self.services.store), "duplicates": len(duplicates)},
         )
+        # The reuse history comes back after the claims (a held address is never taken from a ledger) and
+        # before anything is allocated; no await until the gate opens, so its Warnings go out as leader.
+        restore_ledgers(allocator, self.pools.store.list(), self.recorder)
+        self.ledger_writer = LedgerWriter(
+            client=self.client, tracer=self.tracer, gate=self.gate, allocator=allocator,
+            pools=self.pools.store, settings=self.ledger_settings,
+        )
         self.gate.open()
         # Level-based: every Service is looked at once; those already right write nothing. Oldest first,
         # so when capacity is short the earlier Services are the ones served. Those that need an address
@@ -346,6 +360,7 @@ class Controller:
             asyncio.create_task(w, name=f"worker-{'ippools' if i == len(workers) - 1 else 'services'}-{i}")
             for i, w in enumerate(workers)
         ]
+        self._lead_tasks.append(asyncio.create_task(self.ledger_writer.run(), name="ledger-writer"))
         await asyncio.gather(*self._lead_tasks, return_exceptions=True)
 
     async def _fresh_view(self) -> None:
@@ -399,6 +414,19 @@ class Controller:
             log.error("lost leadership; exiting so a fresh process rebuilds its state")
             self.exit_code = 1
             self.stopping.set()
+
+    async def _flush_ledger(self) -> None:
+        """Leaving cleanly while leading: the latest release history goes out before the lease does, so the
+        next leader's reuse order misses nothing. Bounded, and a failure only costs that hint."""
+        writer = self.ledger_writer
+        if writer is None or not self.gate.is_open:
+            return
+        try:
+            await asyncio.wait_for(writer.sync(force=True), LEDGER_FLUSH_TIMEOUT)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the hint is lost, nothing else
+            log.warning("release ledger not flushed at shutdown: %r", exc)
 
     def _on_new_leader(self, identity: str) -> None:
         if identity != self.settings.identity:
@@ -462,6 +490,7 @@ class Controller:
             log.error("leader election failed", exc_info=lead_task.exception())
             self.exit_code = 1
         self.stopping.set()
+        await self._flush_ledger()
         # Stop guarded work first, then give up the lease (cancelling the elector releases it).
         self.gate.close()
         for task in self._lead_tasks:

@@ -365,6 +365,11 @@ class Allocator:
         ordered = [found[k] for k in sorted(found, key=lambda k: k[1])]
         return Ledger(tuple(ordered[-LEDGER_MAX_ENTRIES:]), truncated=len(ordered) > LEDGER_MAX_ENTRIES)
 
+    def pool_contains(self, pool_name: str, family: str, value: int) -> bool:
+        """Whether the (valid) pool has this address: what a ledger entry must satisfy to be used."""
+        pool = self._pools.get(pool_name)
+        return pool is not None and pool.invalid is None and pool.contains(family, value)
+
     def restore_ledgers(self, ledgers: Mapping[str, Ledger]) -> int:
         """Seed the reuse order and same-name reclaim from the pools' ledgers; returns the addresses placed.
 
