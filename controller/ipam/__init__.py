@@ -18,11 +18,20 @@ from .model import (
     PoolStatus,
     Port,
     Reason,
+    ReservationsChange,
     Selector,
     SelectorRequirement,
     ServiceAllocation,
     ServiceKey,
     ServiceRequest,
+)
+from .reservations import (
+    AddressState,
+    ReservationIndex,
+    ReservationSpec,
+    ReservationState,
+    ReservedAddress,
+    describe_target,
 )
 
 __all__ = [
@@ -33,6 +42,7 @@ __all__ = [
     "REQUIRE_DUAL_STACK",
     "SINGLE_STACK",
     "AddressError",
+    "AddressState",
     "AdoptResult",
     "AllocationOrder",
     "Allocator",
@@ -44,12 +54,18 @@ __all__ = [
     "PoolsChange",
     "Port",
     "Reason",
+    "ReservationIndex",
+    "ReservationSpec",
+    "ReservationState",
+    "ReservationsChange",
+    "ReservedAddress",
     "Selector",
     "SelectorRequirement",
     "ServiceAllocation",
     "ServiceKey",
     "ServiceRequest",
     "canonical_ip",
+    "describe_target",
     "parse_address_block",
     "parse_pool_addresses",
 ]

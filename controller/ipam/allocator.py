@@ -13,7 +13,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from .addresses import AddressError, int_to_ip, parse_ip
@@ -24,14 +24,25 @@ from .model import (
     REQUIRE_DUAL_STACK,
     AdoptResult,
     Decision,
+    FamilyCounts,
     PoolsChange,
     PoolSpec,
     PoolStatus,
     Reason,
+    ReservationsChange,
     ServiceKey,
     ServiceRequest,
 )
 from .pools import Pool, choose_pools, find_conflicts
+from .reservations import (
+    STATE_ORDER,
+    AddressState,
+    ReservationIndex,
+    ReservationSpec,
+    ReservationState,
+    ReservedAddress,
+    describe_target,
+)
 from .sharing import SharingTerms, compatible, incompatibility
 
 log = logging.getLogger(__name__)
@@ -48,6 +59,8 @@ class _Assignment:
     ips: dict[str, int]
     terms: SharingTerms
     requested_pool: str | None
+    # the Service's labels: whether a holder is an IPReservation's target (selector) is read from them
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,6 +119,8 @@ class Allocator:
         self._release_log: OrderedDict[Addr, _Release] = OrderedDict()
         self._release_seq = 0
         self.history_version = 0  # bumped whenever the release history changes (the ledger writer polls it)
+        # Reserved addresses held by nobody are kept out of every pool's free space (see set_reservations).
+        self._reservations = ReservationIndex(())
 
     # ------------------------------------------------------------------------------------------- pools
     def set_pools(self, pools: Iterable[PoolSpec]) -> PoolsChange:
@@ -165,6 +180,9 @@ class Allocator:
         for (family, value), holders in self._holders.items():
             if holders and pool.contains(family, value):
                 pool.free[family].allocate(value)
+        for family, value in self._reservations.owners:
+            if not self._holders.get((family, value)) and pool.contains(family, value):
+                pool.free[family].allocate(value)  # reserved: handed out only by _claim_reserved
         for family in FAMILIES:
             if pool.has_family(family):
                 pool.free[family].restore_release_order(self._freed_order[family])
@@ -189,10 +207,10 @@ class Allocator:
 
     def pool_status(self, name: str) -> PoolStatus | None:
         pool = self._pools.get(name)
-        return pool.status() if pool is not None else None
+        return self._counted_reserved(pool) if pool is not None else None
 
     def pool_statuses(self) -> list[PoolStatus]:
-        return [self._pools[name].status() for name in sorted(self._pools)]
+        return [self._counted_reserved(self._pools[name]) for name in sorted(self._pools)]
 
     def pools(self) -> Mapping[str, Pool]:
         """The current pools by name, read-only: for explanations (controller/ipam/explain.py), which read a
@@ -286,6 +304,7 @@ class Allocator:
             if not ips:
                 continue
             assignment = _Assignment(request.uid, request.created, {}, terms, request.requested_pool)
+            assignment.labels = request.labels
             self._owners[request.key] = assignment
             self._index_sharing(request.key, terms)
             for family, value in ips.items():
@@ -475,12 +494,27 @@ class Allocator:
         kept, orphan_families, lost = self._keep(request, terms, wanted, requested, existing)
         missing = [f for f in wanted if f not in kept]
         added: dict[str, int] = {}
+        # An IPReservation acts as a standing request on its target's behalf, for the families it lacks only
+        # (a held IP is never moved for it); the Service's own requested IPs come first.
+        claimed: dict[str, int] = {}
+        waiting: _Outcome | None = None
+        if missing and problem is None and not requested and not orphan_families:
+            claimed, waiting = self._claim_reserved(request, terms, missing, tags)
+        reserved_applies = bool(claimed) or waiting is not None
         if problem is not None:
             outcome = _Outcome(Reason.CONFLICTING_REQUESTS, problem, True)
         elif missing and requested:
             added, outcome = self._claim_requested(request, terms, missing, requested, kept, tags)
         elif missing and orphan_families:
             pass  # a retained orphan blocks additions; the orphan policy decides
+        elif waiting is not None:
+            added, outcome = claimed, waiting
+        elif claimed:
+            added = dict(claimed)
+            rest = [f for f in missing if f not in claimed]
+            if rest:
+                more, outcome = self._complete(request, terms, rest, {**kept, **claimed}, tags)
+                added.update(more)
         elif missing and kept:
             added, outcome = self._complete(request, terms, missing, kept, tags)
         elif missing:
@@ -494,9 +528,9 @@ class Allocator:
         ):
             # Both families or none. No address was taken yet for a pair that is not complete (_complete has
             # one family to add, _claim_requested claims at commit), so dropping the plan leaks nothing.
-            assert not added or requested
+            assert not added or requested or reserved_applies
             orphan_families = set()
-            if requested:
+            if requested or reserved_applies:
                 kept, added = {}, {}
             else:
                 kept = {}
@@ -645,6 +679,12 @@ class Allocator:
                 failure = _Outcome(Reason.REQUESTED_IP_OUTSIDE_POOL, why, True)
                 tags.add(_ANY_POOL)
                 continue
+            owner = self._reservations.owner_of(family, value)
+            if owner is not None and not self._may_take_reserved(request, family, value):
+                target = describe_target(owner)
+                why = f"requested IP {ip} is reserved for {target} (IPReservation {owner.name})"
+                failure = _Outcome(Reason.IP_RESERVED, why, True)
+                continue
             clash = self._clash(request.key, terms, family, value)
             if clash is not None:
                 blocker, why_not = clash
@@ -782,6 +822,8 @@ class Allocator:
             value = self._owners[other].ips.get(family)
             if value is None or not pool.contains(family, value) or (best is not None and value >= best):
                 continue
+            if not self._may_take_reserved(request, family, value):
+                continue  # a reserved address is shared only among the reservation's targets
             holders = self._holders.get((family, value), [])
             if all(h == request.key or compatible(self._owners[h].terms, terms) for h in holders):
                 best = value
@@ -821,6 +863,7 @@ class Allocator:
             self._owners[key] = assignment
         assignment.terms = terms
         assignment.requested_pool = request.requested_pool
+        assignment.labels = request.labels
         assignment.created = request.created
         for family, value in final.items():
             if held_before.get(family) != value:
@@ -859,6 +902,8 @@ class Allocator:
             owner = self._owners.get(key)
             self._release_log.pop((family, value), None)
             self._release_log[(family, value)] = _Release(seq, wall, key, owner.uid if owner else "", False)
+            if (family, value) in self._reservations.owners:
+                return  # stays out of free space: kept for the reservation's target
             for pool in self._pools.values():
                 if pool.contains(family, value):
                     pool.free[family].release(value)
@@ -892,6 +937,155 @@ class Allocator:
                 keys.discard(key)
                 if not keys:
                     del self._pending_index[tag]
+
+    # ------------------------------------------------------------------------------------------- reservations
+    def set_reservations(self, specs: Iterable[ReservationSpec]) -> ReservationsChange:
+        """Apply the IPReservations. A reserved address held by nobody leaves every pool's free space, so
+        nothing but the reservation's target can get it; one already held stays with its holder (never
+        moved) and is kept back when released. A reservation removed gives its free addresses back."""
+        old = self._reservations
+        new = ReservationIndex(specs)
+        changed = sorted(
+            addr
+            for addr in old.owners.keys() | new.owners.keys()
+            if old.owners.get(addr) != new.owners.get(addr)
+        )
+        self._reservations = new
+        for family, value in changed:
+            if self._holders.get((family, value)):
+                continue
+            was, now = (family, value) in old.owners, (family, value) in new.owners
+            for pool in self._pools.values():
+                if pool.contains(family, value):
+                    if now and not was:
+                        pool.free[family].allocate(value)
+                    elif was and not now:
+                        pool.free[family].release(value)
+        ips = tuple(int_to_ip(f, v) for f, v in changed)
+        # Pending targets of a reservation that changed, or that gained or lost an address (an older one
+        # naming it came or went): they may now wait for it, or stop waiting.
+        edited = [
+            spec
+            for name in old.specs.keys() | new.specs.keys()
+            if old.specs.get(name) != new.specs.get(name)
+            for spec in (old.specs.get(name), new.specs.get(name))
+            if spec is not None
+        ]
+        edited += [spec for addr in changed for spec in (old.owners.get(addr), new.owners.get(addr)) if spec]
+        targets = {
+            key
+            for key, request in self._pending.items()
+            if any(s.selects(key.namespace, key.name, dict(request.labels)) for s in edited)
+        }
+        return ReservationsChange(retry=self.pending_for(ips) | targets, changed_ips=ips)
+
+    def reserved_for(self, ip: str) -> ReservationSpec | None:
+        """The IPReservation that owns this address, or None."""
+        return self._reservations.owner(ip)
+
+    def reservation_states(self) -> list[ReservationState]:
+        """What each reservation's addresses are doing now, by reservation name."""
+        index = self._reservations
+        out: list[ReservationState] = []
+        for name in sorted(index.specs):
+            spec = index.specs[name]
+            problem = index.invalid.get(name)
+            if problem is not None:
+                out.append(ReservationState(name, AddressState.INVALID, problem))
+                continue
+            addresses = tuple(self._reserved_address(spec, text) for text in spec.addresses)
+            worst = max(addresses, key=lambda a: STATE_ORDER.index(a.state))
+            out.append(ReservationState(name, worst.state, _reservation_message(spec, worst), addresses))
+        return out
+
+    def _reserved_address(self, spec: ReservationSpec, text: str) -> ReservedAddress:
+        family, value = parse_ip(text)
+        ip = int_to_ip(family, value)
+        home = self._home_pool(family, value)
+        pool = home.name if home is not None else None
+        conflict = self._reservations.conflicts.get((spec.name, (family, value)))
+        if conflict is not None:
+            return ReservedAddress(ip, AddressState.CONFLICT, pool=pool, conflict_with=conflict)
+        holders = tuple(self._holders.get((family, value), ()))
+        if home is None:
+            return ReservedAddress(ip, AddressState.NOT_IN_POOL, holders)
+        if not holders:
+            return ReservedAddress(ip, AddressState.WAITING, pool=pool)
+        if all(self._is_target(spec, h) for h in holders):
+            return ReservedAddress(ip, AddressState.BOUND, holders, pool)
+        return ReservedAddress(ip, AddressState.HELD_BY_OTHER, holders, pool)
+
+    def _is_target(self, spec: ReservationSpec, key: ServiceKey) -> bool:
+        held = self._owners.get(key)
+        return spec.selects(key.namespace, key.name, dict(held.labels if held is not None else ()))
+
+    def _may_take_reserved(self, request: ServiceRequest, family: str, value: int) -> bool:
+        """Whether the Service may newly take this address: it is not reserved, or reserved for it."""
+        owner = self._reservations.owner_of(family, value)
+        return owner is None or owner.selects(request.key.namespace, request.key.name, dict(request.labels))
+
+    def _counted_reserved(self, pool: Pool) -> PoolStatus:
+        status = pool.status()
+        reserved = {f: 0 for f in FAMILIES}
+        for family, value in self._reservations.owners:
+            if not self._holders.get((family, value)) and pool.contains(family, value):
+                reserved[family] += 1
+        if not any(reserved.values()):
+            return status
+
+        def counts(family: str, c: FamilyCounts) -> FamilyCounts:
+            return replace(c, assigned=c.assigned - reserved[family], reserved=reserved[family])
+
+        return replace(status, ipv4=counts("IPv4", status.ipv4), ipv6=counts("IPv6", status.ipv6))
+
+    def _claim_reserved(
+        self, request: ServiceRequest, terms: SharingTerms, missing: list[str], tags: set[str]
+    ) -> tuple[dict[str, int], _Outcome | None]:
+        """The reserved addresses this Service gets for the families it lacks, and why it waits if it must.
+
+        It waits (like a Service requesting an IP) while its reserved address is held by another Service or
+        lies in no pool it may use; addresses its fellow targets hold and may not share with it are skipped
+        (a selector may match more Services than there are addresses; those are allocated as usual).
+        """
+        index = self._reservations
+        specs = index.for_service(request.key.namespace, request.key.name, dict(request.labels))
+        claims: dict[str, int] = {}
+        waiting: _Outcome | None = None
+        for family in missing:
+            candidates = [(s, a[1]) for s in specs for a in index.owned_addresses(s) if a[0] == family]
+            blocked: list[_Outcome] = []
+            for spec, value in candidates:
+                ip = int_to_ip(family, value)
+                tags.add(_ip_tag(family, value))
+                label = f"reserved IP {ip} (IPReservation {spec.name})"
+                pools = [p for p in self._pools.values() if p.contains(family, value)]
+                if request.requested_pool is not None:
+                    pools = [p for p in pools if p.name == request.requested_pool]
+                if not any(_offers(p, request) for p in pools):
+                    tags.update(p.name for p in pools)
+                    tags.add(_ANY_POOL)
+                    if pools:
+                        unusable = _unusable_why(pools[0], request)
+                        why = f"{label} is in pool {pools[0].name!r}, which {unusable}"
+                    elif request.requested_pool is not None:
+                        why = f"{label} is not in the requested pool {request.requested_pool!r}"
+                    else:
+                        why = f"{label} is not in any pool"
+                    blocked.append(_Outcome(Reason.REQUESTED_IP_OUTSIDE_POOL, why, True))
+                    continue
+                holders = [h for h in self._holders.get((family, value), ()) if h != request.key]
+                if not holders or all(
+                    self._is_target(spec, h) and compatible(self._owners[h].terms, terms) for h in holders
+                ):
+                    claims[family] = value
+                    break
+                others = [h for h in holders if not self._is_target(spec, h)]
+                if others:
+                    why = f"{label} is in use by {others[0]}; it is kept for this Service once released"
+                    blocked.append(_Outcome(Reason.REQUESTED_IP_IN_USE, why, True))
+            if family not in claims and blocked and waiting is None:
+                waiting = blocked[0]
+        return claims, waiting
 
     # ------------------------------------------------------------------------------------------- orphans
     def _home_pool(self, family: str, value: int) -> Pool | None:
@@ -973,6 +1167,23 @@ def _lack_why(pool: Pool, families: list[str], request: ServiceRequest) -> _Outc
         return _Outcome(Reason.FAMILY_UNAVAILABLE, why, True)
     why = f"pool {pool.name!r} has no free {' and '.join(families)} address"
     return _Outcome(Reason.POOL_EXHAUSTED, why, True)
+
+
+def _reservation_message(spec: ReservationSpec, worst: ReservedAddress) -> str:
+    target = describe_target(spec)
+    holders = ", ".join(str(h) for h in worst.holders)
+    if worst.state is AddressState.BOUND:
+        return f"every address is held by {target}: {holders}"
+    if worst.state is AddressState.WAITING:
+        return f"{worst.ip} is kept free for {target}"
+    if worst.state is AddressState.HELD_BY_OTHER:
+        return (
+            f"{worst.ip} is held by {holders}, which had it before the reservation and keeps it; "
+            f"it goes to {target} once released"
+        )
+    if worst.state is AddressState.NOT_IN_POOL:
+        return f"{worst.ip} is in no IPPool: add it to a pool before it can be handed out"
+    return f"{worst.ip} is reserved by the older IPReservation {worst.conflict_with}; this one waits for it"
 
 
 def _ip_tag(family: str, value: int) -> str:

@@ -127,6 +127,8 @@ class Reason(StrEnum):
     FAMILY_UNAVAILABLE = "FamilyUnavailable"
     IP_OUTSIDE_POOL = "IPOutsidePool"
     DUPLICATE_IP = "DuplicateIP"
+    # a requested (or shared) address an IPReservation keeps for another Service
+    IP_RESERVED = "IPReserved"
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,8 @@ class FamilyCounts:
     total: int
     assigned: int
     available: int
+    # reserved by an IPReservation and held by nobody: total = assigned + available + reserved
+    reserved: int = 0
 
 
 @dataclass(frozen=True)
@@ -169,6 +173,15 @@ class PoolsChange:
     retry: frozenset[ServiceKey]
     invalid: Mapping[str, str] = field(default_factory=dict)
     conflicts: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReservationsChange:
+    # pending Services that may be answered differently now: they wait for, or were refused, a changed
+    # address, or wait for a pool that contains one
+    retry: frozenset[ServiceKey]
+    # addresses whose reservation was added, removed or changed its target
+    changed_ips: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,108 @@
+"""The allocator's stateful properties (tests/ipam/test_properties.py) with IPReservations coming and going.
+
+On top of every invariant there (uniqueness, stability, fixed point, liveness after the retry notifications,
+no stale condition, restart-equivalence), one more: a Service never newly takes a reserved address unless it
+is that reservation's target — not by free-space allocation, not on request, not by sharing, not by reclaim.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import invariant, rule
+
+from controller.ipam import Allocator, ReservationSpec, Selector, ServiceRequest
+
+from .conftest import IPAM_PROFILE
+from .test_properties import NAMES, NAMESPACES, AllocatorMachine, _clock, v4_ips, v6_ips
+
+RESERVATION_NAMES = ("r0", "r1")
+
+
+@st.composite
+def reservation(draw: st.DrawFn, name: str) -> ReservationSpec:
+    addresses = draw(st.lists(st.one_of(v4_ips, v4_ips, v6_ips), min_size=1, max_size=3, unique=True))
+    namespace = draw(st.sampled_from(NAMESPACES))
+    if draw(st.booleans()):
+        return ReservationSpec(
+            name, tuple(addresses), namespace, service_name=draw(st.sampled_from(NAMES)),
+            created=float(draw(st.integers(0, 3))),
+        )
+    return ReservationSpec(
+        name, tuple(addresses), namespace, selector=Selector(match_labels=(("tier", "gold"),)),
+        created=float(draw(st.integers(0, 3))),
+    )
+
+
+class ReservationMachine(AllocatorMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reservations: dict[str, ReservationSpec] = {}
+
+    def _ensure(self, request: ServiceRequest, *, input_changed: bool) -> None:
+        before = set(self.alloc.assignment(request.key))
+        super()._ensure(request, input_changed=input_changed)
+        labels = dict(request.labels)
+        for ip in set(self.alloc.assignment(request.key)) - before:
+            owner = self.alloc.reserved_for(ip)
+            assert owner is None or owner.selects(request.key.namespace, request.key.name, labels), (
+                f"{request.key} took {ip}, reserved for another Service by {owner}"
+            )
+
+    def _set_reservations(self) -> None:
+        change = self.alloc.set_reservations(self.reservations.values())
+        self.queue |= change.retry
+
+    @rule(data=st.data(), name=st.sampled_from(RESERVATION_NAMES))
+    def put_reservation(self, data: st.DataObject, name: str) -> None:
+        self.reservations[name] = data.draw(reservation(name))
+        self._set_reservations()
+        self._settle()
+
+    @rule(name=st.sampled_from(RESERVATION_NAMES))
+    def delete_reservation(self, name: str) -> None:
+        self.reservations.pop(name, None)
+        self._set_reservations()
+        self._settle()
+
+    @rule()
+    def restart(self) -> None:
+        fresh = Allocator(clock=_clock)
+        fresh.set_pools(self.pools.values())
+        fresh.set_reservations(self.reservations.values())
+        result = fresh.adopt(list(self.services.values()))
+        assert result.duplicates == {} and result.invalid == {}
+        for key, request in self.services.items():
+            assert set(fresh.assignment(key)) == set(request.current_ips), f"restart changed {key}"
+        assert fresh.pool_statuses() == self.alloc.pool_statuses()
+        assert fresh.reservation_states() == self.alloc.reservation_states()
+        self.alloc = fresh
+        self.queue |= set(self.services)
+        self._settle()
+
+    @invariant()
+    def counts_match_assignments(self) -> None:  # the parent's invariant, with reserved addresses counted
+        held = {ip for r in self.services.values() for ip in r.current_ips}
+        for status in self.alloc.pool_statuses():
+            spec = self.pools[status.name]
+            inside = [ip for ip in held if self._in_pool(ip, spec)]
+            assert status.ipv4.assigned + status.ipv6.assigned == len(inside), f"{status} vs {inside}"
+            kept = [
+                ip
+                for name in self.reservations
+                for ip in self.reservations[name].addresses
+                if self._in_pool(ip, spec) and ip not in held and self.alloc.reserved_for(ip) is not None
+            ]
+            assert status.ipv4.reserved + status.ipv6.reserved == len(set(kept)), f"{status} vs {kept}"
+            for counts in (status.ipv4, status.ipv6):
+                assert counts.total == counts.assigned + counts.available + counts.reserved
+
+
+TestReservationMachine = ReservationMachine.TestCase
+TestReservationMachine.settings = settings(
+    settings.get_profile(IPAM_PROFILE),
+    max_examples=int(os.environ.get("STABLELB_RESERVATION_EXAMPLES", "150")),
+    stateful_step_count=40,
+)
