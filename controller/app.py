@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import aiohttp
@@ -24,7 +24,7 @@ from controller.kube.client import ApiError, KubeClient
 from controller.kube.events import EventRecorder
 from controller.kube.informer import Informer, default_transform
 from controller.kube.leaderelection import LeaderElectionConfig, LeaderElector
-from controller.kube.resources import IPPOOLS, NAMESPACES, SERVICES
+from controller.kube.resources import IPPOOLS, IPRESERVATIONS, NAMESPACES, SERVICES
 from controller.kube.store import object_key
 from controller.kube.workqueue import ShutDown, WorkQueue
 from controller.metrics import Metrics
@@ -32,6 +32,7 @@ from controller.reconcile.leadership import NotLeader, WriteGate
 from controller.reconcile.pool_input import read_pool
 from controller.reconcile.pools import PoolReconciler
 from controller.reconcile.release_ledger import LedgerSettings, LedgerWriter, restore_ledgers
+from controller.reconcile.reservations import ReservationReconciler
 from controller.reconcile.service_input import (
     EDITED_AFTER_STATUS,
     edited_after_status,
@@ -153,12 +154,15 @@ class Controller:
         self.namespaces = Informer(
             client, NAMESPACES, transform=slim_namespace, on_restart=restarts("namespaces")
         )
+        self.reservations = Informer(client, IPRESERVATIONS, on_restart=restarts("ipreservations"))
         self.services.store.add_index("namespace", lambda o: [o["metadata"].get("namespace", "")])
         self.service_queue: WorkQueue[str] = WorkQueue(metrics=metrics, name="services")
         self.pool_queue: WorkQueue[str] = WorkQueue(metrics=metrics, name="ippools")
+        self.reservation_queue: WorkQueue[str] = WorkQueue(metrics=metrics, name="ipreservations")
         self.service_reconciler: ServiceReconciler | None = None
         self.pool_reconciler: PoolReconciler | None = None
         self.ledger_writer: LedgerWriter | None = None
+        self.reservation_reconciler: ReservationReconciler | None = None
         self.exit_code = 0
         self.stopping = asyncio.Event()
         self._lead_tasks: list[asyncio.Task[None]] = []
@@ -188,7 +192,7 @@ class Controller:
         return (not dead, "running" if not dead else f"stopped: {', '.join(dead)}")
 
     def _informers(self) -> list[Informer]:
-        return [self.services, self.pools, self.namespaces]
+        return [self.services, self.pools, self.namespaces, self.reservations]
 
     def _watch_restart_counter(self, resource: str) -> Callable[[str], None]:
         return lambda reason: self.metrics.watch_restart(resource, reason)
@@ -225,6 +229,37 @@ class Controller:
                 self._namespace_labels_changed(new["metadata"]["name"])
 
         self.namespaces.add_handlers(ns_add, ns_update, None)
+
+        def reservation_event(obj: dict[str, Any]) -> None:
+            self._reservations_changed(obj)
+
+        def reservation_update(old: dict[str, Any], new: dict[str, Any]) -> None:
+            # Our own status writes come back as updates; only the spec (generation) matters.
+            if old["metadata"].get("generation") != new["metadata"].get("generation"):
+                self._reservations_changed(new)
+
+        self.reservations.add_handlers(reservation_event, reservation_update, reservation_event)
+
+    def _reservations_changed(self, obj: dict[str, Any]) -> None:
+        """As for pools: the allocator gets the reservations at once, so no worker hands out an address that
+        was just reserved; the allocator names the pending Services to look at again."""
+        if self.reservation_reconciler is not None and self.gate.is_open:
+            self.reservation_reconciler.apply_reservations()
+        self._enqueue_reservation(obj["metadata"]["name"])
+
+    def _enqueue_reservation(self, name: str) -> None:
+        # No span links: the worker takes links by queue key, which a pool of the same name also uses.
+        if self.gate.is_open:
+            self.reservation_queue.add(name)
+
+    def _refresh_reservations(self, ips: Iterable[str]) -> None:
+        if self.reservation_reconciler is not None:
+            self.reservation_reconciler.refresh_for(ips)
+
+    def _refresh_all_pools(self) -> None:
+        # The pool reconciler writes every pool's status in one pass: one key is enough.
+        for obj in self.pools.store.list()[:1]:
+            self._refresh_pool(obj["metadata"]["name"])
 
     def _pools_changed(self, obj: dict[str, Any]) -> None:
         """The allocator gets the new pool set at once (in memory; a no-op unless some spec changed), so no
@@ -314,9 +349,23 @@ class Controller:
             ),
             enqueue_service=self._retry_service,
             refresh_pool=self._refresh_pool,
+            refresh_reservations=self._refresh_reservations,
+        )
+        self.reservation_reconciler = ReservationReconciler(
+            client=self.client,
+            reservations=self.reservations.store,
+            allocator=allocator,
+            recorder=self.recorder,
+            metrics=self.metrics,
+            tracer=self.tracer,
+            gate=self.gate,
+            enqueue_service=self._retry_service,
+            enqueue_reservation=self._enqueue_reservation,
+            refresh_pools=self._refresh_all_pools,
         )
         with self.tracer.start_as_current_span("adopt") as span:
             self.pool_reconciler.apply_pools()
+            self.reservation_reconciler.apply_reservations()
             duplicates = self.service_reconciler.adopt_all()
             span.set_attribute("stablelb.duplicates", len(duplicates))
         log.info(
@@ -351,14 +400,18 @@ class Controller:
             self.service_queue.add(object_key(obj))
         for obj in self.pools.store.list():
             self.pool_queue.add(obj["metadata"]["name"])
+        for obj in self.reservations.store.list():
+            self.reservation_queue.add(obj["metadata"]["name"])
         workers = [
             self._worker(self.service_queue, self.service_reconciler.reconcile)
             for _ in range(self.settings.workers)
         ]
         workers.append(self._worker(self.pool_queue, self.pool_reconciler.reconcile))
+        workers.append(self._worker(self.reservation_queue, self.reservation_reconciler.reconcile))
+        kinds = ["services"] * self.settings.workers + ["ippools", "ipreservations"]
         self._lead_tasks = [
-            asyncio.create_task(w, name=f"worker-{'ippools' if i == len(workers) - 1 else 'services'}-{i}")
-            for i, w in enumerate(workers)
+            asyncio.create_task(w, name=f"worker-{kind}-{i}")
+            for i, (w, kind) in enumerate(zip(workers, kinds, strict=True))
         ]
         self._lead_tasks.append(asyncio.create_task(self.ledger_writer.run(), name="ledger-writer"))
         await asyncio.gather(*self._lead_tasks, return_exceptions=True)
@@ -497,6 +550,7 @@ class Controller:
             task.cancel()
         self.service_queue.shutdown()
         self.pool_queue.shutdown()
+        self.reservation_queue.shutdown()
         lead_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await lead_task

@@ -985,18 +985,19 @@ class Allocator:
 
     def reservation_states(self) -> list[ReservationState]:
         """What each reservation's addresses are doing now, by reservation name."""
+        return [state for name in sorted(self._reservations.specs) if (state := self.reservation_state(name))]
+
+    def reservation_state(self, name: str) -> ReservationState | None:
         index = self._reservations
-        out: list[ReservationState] = []
-        for name in sorted(index.specs):
-            spec = index.specs[name]
-            problem = index.invalid.get(name)
-            if problem is not None:
-                out.append(ReservationState(name, AddressState.INVALID, problem))
-                continue
-            addresses = tuple(self._reserved_address(spec, text) for text in spec.addresses)
-            worst = max(addresses, key=lambda a: STATE_ORDER.index(a.state))
-            out.append(ReservationState(name, worst.state, _reservation_message(spec, worst), addresses))
-        return out
+        spec = index.specs.get(name)
+        if spec is None:
+            return None
+        problem = index.invalid.get(name)
+        if problem is not None:
+            return ReservationState(name, AddressState.INVALID, problem)
+        addresses = tuple(self._reserved_address(spec, text) for text in spec.addresses)
+        worst = max(addresses, key=lambda a: STATE_ORDER.index(a.state))
+        return ReservationState(name, worst.state, _reservation_message(spec, worst), addresses)
 
     def _reserved_address(self, spec: ReservationSpec, text: str) -> ReservedAddress:
         family, value = parse_ip(text)

@@ -89,6 +89,8 @@ def validate_reservation(spec: ReservationSpec) -> str | None:
         return "spec.service.namespace is empty"
     if (spec.service_name is None) == (spec.selector is None):
         return "spec.service needs exactly one of name and selector"
+    if spec.selector is not None and not spec.selector.match_labels and not spec.selector.match_expressions:
+        return "spec.service.selector is empty: it would match every Service of the namespace"
     seen: set[tuple[str, int]] = set()
     for text in spec.addresses:
         try:

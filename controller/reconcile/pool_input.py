@@ -13,7 +13,7 @@ from controller.ipam import AllocationOrder, PoolSpec, Selector, SelectorRequire
 from controller.reconcile.service_input import parse_timestamp
 
 
-def _selector(raw: Mapping[str, Any]) -> Selector:
+def read_selector(raw: Mapping[str, Any]) -> Selector:
     labels = tuple(sorted((raw.get("matchLabels") or {}).items()))
     exprs = tuple(
         SelectorRequirement(str(e["key"]), str(e["operator"]), tuple(str(v) for v in e.get("values") or ()))
@@ -42,8 +42,10 @@ def read_pool(obj: Mapping[str, Any]) -> PoolSpec | str:
             allocation = ServiceAllocation(
                 priority=int(priority) if priority is not None else None,
                 namespaces=frozenset(str(n) for n in raw_alloc.get("namespaces") or ()),
-                namespace_selectors=tuple(_selector(s) for s in raw_alloc.get("namespaceSelectors") or ()),
-                service_selectors=tuple(_selector(s) for s in raw_alloc.get("serviceSelectors") or ()),
+                namespace_selectors=tuple(
+                    read_selector(s) for s in raw_alloc.get("namespaceSelectors") or ()
+                ),
+                service_selectors=tuple(read_selector(s) for s in raw_alloc.get("serviceSelectors") or ()),
             )
         except (KeyError, TypeError, ValueError) as exc:
             return f"spec.serviceAllocation is malformed: {exc}"

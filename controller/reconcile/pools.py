@@ -84,10 +84,12 @@ def pool_status_body(
                 "total": str(counts.total),
                 "assigned": str(counts.assigned),
                 "available": str(counts.available),
+                "reserved": str(counts.reserved),
             }
         # Both families summed, for the printer columns (a column reads one path).
         body["assigned"] = str(status.ipv4.assigned + status.ipv6.assigned)
         body["available"] = str(status.ipv4.available + status.ipv6.available)
+        body["reserved"] = str(status.ipv4.reserved + status.ipv6.reserved)
     return body
 
 

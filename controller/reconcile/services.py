@@ -35,7 +35,7 @@ STICKY_REASONS = frozenset({Reason.DUPLICATE_IP.value})
 
 
 def _pending_event_reason(reason: Reason) -> str:
-    if reason in (Reason.REQUESTED_IP_IN_USE, Reason.REQUESTED_IP_OUTSIDE_POOL):
+    if reason in (Reason.REQUESTED_IP_IN_USE, Reason.REQUESTED_IP_OUTSIDE_POOL, Reason.IP_RESERVED):
         return "RequestedIPUnavailable"
     return "AllocationFailed"
 
@@ -68,6 +68,7 @@ class ServiceReconciler:
         policy: ServicePolicy,
         enqueue_service: Callable[[str], None],
         refresh_pool: Callable[[str], None],
+        refresh_reservations: Callable[[Iterable[str]], None] | None = None,
     ) -> None:
         self._client = client
         self._services = services
@@ -80,6 +81,8 @@ class ServiceReconciler:
         self._policy = policy
         self._enqueue_service = enqueue_service
         self._refresh_pool = refresh_pool
+        # An IPReservation's status shows who holds its addresses: told when a Service takes or frees one.
+        self._refresh_reservations = refresh_reservations or (lambda ips: None)
         self._uids: dict[ServiceKey, str] = {}
         # (uid, generation) whose deprecations were already reported: an Event per spec change, not per pass.
         self._warned: dict[ServiceKey, tuple[str, int]] = {}
@@ -219,6 +222,8 @@ class ServiceReconciler:
     def _after_decision(self, decision: Decision) -> None:
         if decision.pool:
             self._refresh_pool(decision.pool)
+        if decision.changed or decision.released:
+            self._refresh_reservations((*decision.ips, *decision.released))
         # Only the pending Services the allocator names (those the freed addresses may serve).
         self._retry(decision.retry)
 
@@ -226,6 +231,7 @@ class ServiceReconciler:
         pool = self.allocator.pool_of(key)
         held = self.allocator.assignment(key)
         retry = self.allocator.release(key)
+        self._refresh_reservations(held)
         self._uids.pop(key, None)
         self._warned.pop(key, None)
         self._confirmed.pop(key, None)

@@ -25,6 +25,8 @@ GRANTED: dict[tuple[str, str, str], set[str]] = {
     ("", "events", ""): {"create", "patch"},
     ("stablelb.io", "ippools", ""): {"get", "list", "watch"},
     ("stablelb.io", "ippools", "status"): {"patch", "update"},
+    ("stablelb.io", "ipreservations", ""): {"get", "list", "watch"},
+    ("stablelb.io", "ipreservations", "status"): {"patch", "update"},
 }
 LEASES = ("coordination.k8s.io", "leases", "")
 LEASE_VERBS = {"get", "create", "update"}
@@ -56,7 +58,7 @@ def _expected(cell: tuple[str, str, str], verb: str, namespace: str) -> bool:
 def _allowed(api: Api, cell: tuple[str, str, str], verb: str, namespace: str) -> bool:
     group, resource, subresource = cell
     attrs = {"group": group, "resource": resource, "subresource": subresource, "verb": verb}
-    if resource not in ("namespaces", "nodes", "ippools", "customresourcedefinitions"):
+    if resource not in ("namespaces", "nodes", "ippools", "ipreservations", "customresourcedefinitions"):
         attrs["namespace"] = namespace
     review = api.post(
         "/apis/authorization.k8s.io/v1/subjectaccessreviews",

@@ -8,15 +8,16 @@ is that reservation's target — not by free-space allocation, not on request, n
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import invariant, rule
+from hypothesis.stateful import invariant, precondition, rule
 
-from controller.ipam import Allocator, ReservationSpec, Selector, ServiceRequest
+from controller.ipam import Allocator, ReservationSpec, Selector, ServiceKey, ServiceRequest
 
 from .conftest import IPAM_PROFILE
-from .test_properties import NAMES, NAMESPACES, AllocatorMachine, _clock, v4_ips, v6_ips
+from .test_properties import NAMES, NAMESPACES, AllocatorMachine, Params, _clock, params, v4_ips, v6_ips
 
 RESERVATION_NAMES = ("r0", "r1")
 
@@ -65,6 +66,27 @@ class ReservationMachine(AllocatorMachine):
     def delete_reservation(self, name: str) -> None:
         self.reservations.pop(name, None)
         self._set_reservations()
+        self._settle()
+
+    @precondition(lambda self: self.reservations)
+    @rule(data=st.data(), name=st.sampled_from(NAMES), ns=st.sampled_from(NAMESPACES), p=params())
+    def ask_for_a_reserved_address(
+        self, data: st.DataObject, name: str, ns: str, p: Params
+    ) -> None:
+        """A Service (often not the target) requesting, or sharing a key with the holder of, a reserved IP."""
+        spec = self.reservations[data.draw(st.sampled_from(sorted(self.reservations)))]
+        ip = data.draw(st.sampled_from(spec.addresses))
+        family = "IPv6" if ":" in ip else "IPv4"
+        p = replace(p, families=(family,), policy="SingleStack", requested_pool=None)
+        if data.draw(st.booleans()):
+            p = replace(p, requested_ips=(ip,))
+        key = ServiceKey(ns, name)
+        old = self.services.get(key)
+        if old is None:
+            n = next(self.uids)
+            self._ensure(self._request(key, p, f"uid{n}", float(n), ()), input_changed=True)
+        else:
+            self._ensure(self._request(key, p, old.uid, old.created, old.current_ips), input_changed=True)
         self._settle()
 
     @rule()

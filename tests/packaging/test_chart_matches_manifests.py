@@ -35,12 +35,13 @@ def _without_labels(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
-def test_chart_crd_is_the_manifests_crd_byte_for_byte() -> None:
-    chart_crd = CHART / "crds" / "ippools.stablelb.io.yaml"
-    manifest_crd = REPO_ROOT / "manifests" / "crd-ippools.yaml"
+@pytest.mark.parametrize("plural", ["ippools", "ipreservations"])
+def test_chart_crd_is_the_manifests_crd_byte_for_byte(plural: str) -> None:
+    chart_crd = CHART / "crds" / f"{plural}.stablelb.io.yaml"
+    manifest_crd = REPO_ROOT / "manifests" / f"crd-{plural}.yaml"
     assert chart_crd.read_bytes() == manifest_crd.read_bytes(), (
-        "the chart's CRD differs from manifests/crd-ippools.yaml: "
-        "cp manifests/crd-ippools.yaml charts/stablelb/crds/ippools.stablelb.io.yaml"
+        f"the chart's CRD differs from manifests/crd-{plural}.yaml: "
+        f"cp manifests/crd-{plural}.yaml charts/stablelb/crds/{plural}.stablelb.io.yaml"
     )
 
 
