@@ -17,6 +17,10 @@ from controller.kube.client import ApiError, KubeClient
 from controller.kube.kubeconfig import KubeconfigError, load_kubeconfig
 from controller.kube.resources import IPPOOLS, LEASES, NAMESPACES, SERVICES, Resource
 
+# Listed by name, not imported from resources.py: the plugin also works against a cluster whose CRDs predate
+# IPReservation (then there are simply none).
+IPRESERVATIONS = Resource("stablelb.io", "v1alpha1", "ipreservations", "IPReservation", namespaced=False)
+
 PAGE = 500
 
 
@@ -37,6 +41,8 @@ class ClusterState:
     namespaces: dict[str, dict[str, Any]]
     lease: dict[str, Any] | None
     lease_ref: LeaseRef = field(default_factory=LeaseRef)
+    reservations: list[dict[str, Any]] = field(default_factory=list)
+    reservations_installed: bool = True
 
     def namespace_labels(self, name: str) -> Mapping[str, str]:
         labels: Mapping[str, str] = (self.namespaces.get(name) or {}).get("metadata", {}).get("labels") or {}
@@ -117,7 +123,13 @@ async def load(client: KubeClient, lease_ref: LeaseRef) -> ClusterState:
     services = [slim_service(o) for o in await list_all(client, SERVICES, fieldSelector=LB_FIELD_SELECTOR)]
     namespaces = {o["metadata"]["name"]: slim_namespace(o) for o in await list_all(client, NAMESPACES)}
     lease = await get_optional(client, LEASES.path(lease_ref.namespace, lease_ref.name))
-    return ClusterState(services, pools, namespaces, lease, lease_ref)
+    try:
+        reservations, installed = await list_all(client, IPRESERVATIONS), True
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        reservations, installed = [], False  # an older CRD set: no reservations to honour
+    return ClusterState(services, pools, namespaces, lease, lease_ref, reservations, installed)
 
 
 def describe_api_error(exc: ApiError) -> str:

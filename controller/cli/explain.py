@@ -6,11 +6,13 @@ from typing import Any
 
 from controller.ipam import ServiceKey
 from controller.ipam.explain import Explanation, Verdict, explain
+from controller.ipam.reservations import describe_target
 from controller.reconcile.service_input import CONDITION_TYPE, status_ips
 
 from .cluster import CliError
 from .render import Style, ips_text, table
 from .replay import Policy, Replay
+from .reservations import reserved_for_service
 
 _TARGET_KINDS = ("svc", "service", "services")
 
@@ -71,9 +73,18 @@ def explanation_data(run: Replay, key: ServiceKey) -> dict[str, Any]:
             "summary": summary(exp),
         },
         "pools": [{"pool": v.pool, "verdict": v.verdict.value, "reason": v.reason} for v in exp.pools],
-        "requestedIPs": [{"ip": ip, "heldBy": [str(k) for k in holders]} for ip, holders in exp.holders],
+        "requestedIPs": [
+            {"ip": ip, "heldBy": [str(k) for k in holders], "reservedFor": _reserved_for(run, ip)}
+            for ip, holders in exp.holders
+        ],
+        "reservedForIt": reserved_for_service(run.allocator, key, dict(inp.request.labels)),
         "deprecations": list(inp.deprecations),
     }
+
+
+def _reserved_for(run: Replay, ip: str) -> str | None:
+    spec = run.allocator.reserved_for(ip)
+    return None if spec is None else f"{describe_target(spec)} (IPReservation {spec.name})"
 
 
 def summary(exp: Explanation) -> str:
@@ -119,7 +130,12 @@ def render(data: dict[str, Any], style: Style) -> str:
         lines.append(f"  condition written: {cond['reason']}: {cond.get('message') or ''}".rstrip(": "))
     for entry in data["requestedIPs"]:
         held = ", ".join(entry["heldBy"]) or "nobody else"
-        lines.append(f"  requested {entry['ip']}: held by {held}")
+        reserved = f"; reserved for {entry['reservedFor']}" if entry["reservedFor"] else ""
+        lines.append(f"  requested {entry['ip']}: held by {held}{reserved}")
+    for entry in data["reservedForIt"]:
+        lines.append(
+            f"  reserved for it: {entry['ip']} (IPReservation {entry['reservation']}, {entry['state']})"
+        )
     for note in data["deprecations"]:
         lines.append(f"  deprecated: {note}")
     if data["pools"]:

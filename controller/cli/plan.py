@@ -23,6 +23,7 @@ from controller.reconcile.pool_input import read_pools
 from .cluster import CliError
 from .render import Style, ips_text, table
 from .replay import Replay
+from .reservations import reservations_data
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,9 @@ def plan(
     """Apply the change to the replayed allocator (it is the plan's own copy) and report the difference."""
     before = {k: Before(d.ips, d.reason.value, d.pending, d.pool) for k, d in run.decisions.items()}
     pools_before = {s.name: s for s in run.allocator.pool_statuses()}
+    reservations_before = {
+        r["reservation"]: r for r in reservations_data(run.allocator, run.reservation_errors)
+    }
     errors_before = dict(run.shape_errors)
     objs, changed = edited_pools(run.state.pools, applied, deleted, now or datetime.now(UTC))
     specs, errors = read_pools(objs)
@@ -165,10 +169,25 @@ def plan(
             }
         )
     listed = {s["service"] for s in services}
+    reservations = []
+    for after_r in reservations_data(run.allocator, run.reservation_errors):
+        was_r = reservations_before.get(after_r["reservation"])
+        if was_r is not None and was_r["addresses"] != after_r["addresses"]:
+            reservations.append(
+                {
+                    "reservation": after_r["reservation"],
+                    "before": was_r["state"],
+                    "after": after_r["state"],
+                    "message": after_r["message"],
+                    # a reservation this edit makes worse: its address leaves every pool, or is taken
+                    "conflict": after_r["state"] not in ("Bound", "Waiting"),
+                }
+            )
     return {
         "change": {"applied": [o["metadata"]["name"] for o in applied], "deleted": list(deleted)},
         "pools": pool_rows,
         "services": services,
+        "reservations": reservations,
         "unaffected": sum(1 for k in run.decisions if str(k) not in listed),
         "summary": {
             code: sum(1 for s in services if s["outcome"] == code)
@@ -213,6 +232,17 @@ def render(data: dict[str, Any], style: Style) -> str:
             for s in data["services"]
         ]
         lines += ["", table(["service", "now", "after", "outcome"], rows, style)]
+    if data["reservations"]:
+        rows = [
+            [
+                r["reservation"],
+                r["before"],
+                style.paint(r["after"], "red" if r["conflict"] else "green"),
+                r["message"],
+            ]
+            for r in data["reservations"]
+        ]
+        lines += ["", table(["reservation", "now", "after", "why"], rows, style)]
     counts = ", ".join(f"{n} {code}" for code, n in data["summary"].items() if n)
     lines += ["", f"{counts or 'no Service changes'}; {data['unaffected']} other Services unaffected"]
     return "\n".join(lines)

@@ -1,9 +1,9 @@
 """The allocator rebuilt from the cluster's state, as a new leader builds it (controller/app.py).
 
-Pools first, then every claim in Service status adopted, the reuse order restored from each pool's release
-ledger (an advisory hint in IPPool status), then every Service ensured once in the leader's
-order (those needing an address first, oldest first), following the retries the allocator names until
-nothing is left — what the controller converges to from the same objects. Pure: no I/O.
+Pools and IPReservations first, then every claim in Service status adopted, the reuse order restored from
+each pool's release ledger (an advisory hint in IPPool status), then every Service ensured once in the
+leader's order (those needing an address first, oldest first), following the retries the allocator names
+until nothing is left — what the controller converges to from the same objects. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 from controller.ipam import Allocator, Decision, ServiceKey
 from controller.ipam.ledger import Ledger, pool_ledger
 from controller.reconcile.pool_input import read_pools
+from controller.reconcile.reservation_input import read_reservation
 from controller.reconcile.service_input import (
     ServiceInput,
     is_ours,
@@ -50,6 +51,7 @@ class Replay:
     shape_errors: dict[str, str] = field(default_factory=dict)
     ledgers: dict[str, Ledger] = field(default_factory=dict)  # as read from each IPPool's status
     ledger_problems: dict[str, str] = field(default_factory=dict)  # what a malformed ledger had ignored
+    reservation_errors: dict[str, str] = field(default_factory=dict)  # IPReservations whose spec is unusable
 
     def read(self, key: ServiceKey) -> ServiceInput:
         """The Service's input as the reconciler reads it: what the allocator holds first, then status."""
@@ -95,6 +97,9 @@ def replay(state: ClusterState, policy: Policy) -> Replay:
     allocator.set_pools(specs)
     ours = [o for o in state.services if is_ours(o, policy.lb_class, policy.handle_unclassed)]
     run = Replay(state, policy, allocator, {service_key(o): o for o in ours}, shape_errors=errors)
+    read = {o["metadata"]["name"]: read_reservation(o) for o in state.reservations}
+    allocator.set_reservations(spec for spec in read.values() if not isinstance(spec, str))
+    run.reservation_errors = {name: why for name, why in read.items() if isinstance(why, str)}
     claims = [
         read_service(
             o,

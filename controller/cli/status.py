@@ -11,6 +11,7 @@ from controller.reconcile.service_input import parse_timestamp
 
 from .render import Style, table
 from .replay import Replay
+from .reservations import reservations_data
 
 
 def leader_data(lease: dict[str, Any] | None, now: datetime) -> dict[str, Any] | None:
@@ -44,7 +45,7 @@ def _ledger(run: Replay, pool: str) -> dict[str, Any]:
 
 
 def _counts(c: FamilyCounts) -> dict[str, int]:
-    return {"total": c.total, "assigned": c.assigned, "available": c.available}
+    return {"total": c.total, "assigned": c.assigned, "available": c.available, "reserved": c.reserved}
 
 
 def status_data(run: Replay, now: datetime | None = None) -> dict[str, Any]:
@@ -88,6 +89,8 @@ def status_data(run: Replay, now: datetime | None = None) -> dict[str, Any]:
             "pending": pending,
             "outsidePool": sorted(str(k) for k in run.allocator.orphaned()),
         },
+        "reservations": reservations_data(run.allocator, run.reservation_errors),
+        "reservationsInstalled": run.state.reservations_installed,
     }
 
 
@@ -124,6 +127,7 @@ def render(data: dict[str, Any], style: Style) -> str:
             style.paint(p["state"], colours.get(p["state"], "red")),
             _usage(p.get("IPv4")),
             _usage(p.get("IPv6")),
+            str(sum((p.get(f) or {}).get("reserved", 0) for f in ("IPv4", "IPv6"))),
             str(p["services"]),
             _ledger_text(p.get("ledger")),
             p["message"] or ((p.get("ledger") or {}).get("ignored") or ""),
@@ -134,7 +138,11 @@ def render(data: dict[str, Any], style: Style) -> str:
     lines = [
         head,
         "",
-        table(["pool", "state", "ipv4 used", "ipv6 used", "services", "ledger", "message"], rows, style),
+        table(
+            ["pool", "state", "ipv4 used", "ipv6 used", "reserved", "services", "ledger", "message"],
+            rows,
+            style,
+        ),
     ]
     lines += [
         "",
@@ -145,4 +153,19 @@ def render(data: dict[str, Any], style: Style) -> str:
     if svc["pending"]:
         shown = ", ".join(svc["pending"][:5]) + (" ..." if len(svc["pending"]) > 5 else "")
         lines.append(f"pending: {shown}  (why: kubectl stablelb explain svc/NAME -n NAMESPACE)")
+    if data["reservations"]:
+        paint = {"Bound": "green", "Waiting": "blue", "HeldByOther": "yellow"}
+        res_rows = [
+            [
+                r["reservation"],
+                style.paint(r["state"], paint.get(r["state"], "red")),
+                r["target"] or "-",
+                ", ".join(f"{a['ip']} {a['state']}" for a in r["addresses"]) or "-",
+                r["message"],
+            ]
+            for r in data["reservations"]
+        ]
+        lines += ["", table(["reservation", "state", "for", "addresses", "message"], res_rows, style)]
+    elif not data["reservationsInstalled"]:
+        lines += ["", "IPReservation CRD not installed: no reservations (upgrade the CRDs to use them)"]
     return "\n".join(lines)

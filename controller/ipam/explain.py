@@ -139,10 +139,15 @@ def explain(allocator: Allocator, request: ServiceRequest, decision: Decision) -
             verdicts.append(
                 PoolVerdict(name, Verdict.CANDIDATE, f"could serve it, but its address is in {where}")
             )
+        elif request.requested_ips:
+            inside = _holds_in(pool, request.requested_ips)
+            verdicts.append(
+                PoolVerdict(name, Verdict.CANDIDATE, f"contains the requested IP {', '.join(inside)}")
+            )
         elif name in rank:
             verdicts.append(PoolVerdict(name, Verdict.CANDIDATE, f"tried in order (#{rank[name] + 1})"))
         else:
-            verdicts.append(PoolVerdict(name, Verdict.CANDIDATE, "may serve its requested IP"))
+            verdicts.append(PoolVerdict(name, Verdict.CANDIDATE, "could serve it"))
     holders = tuple(
         (text, tuple(k for k in allocator.holders(text) if k != request.key))
         for _, _, text in _requested_addrs(request)
