@@ -287,6 +287,9 @@ class Controller:
     def _refresh_pool(self, name: str) -> None:
         self.pool_queue.add_after(name, POOL_STATUS_DELAY)
 
+    def _refresh_pool_after(self, name: str, delay: float) -> None:
+        self.pool_queue.add_after(name, delay)
+
     def _namespace_added(self, namespace: str) -> None:
         """A Service reconciled before its namespace reached the cache was read without the namespace's
         labels: look at each of that namespace's Services again (usually few: the namespace is new)."""
@@ -323,6 +326,10 @@ class Controller:
         await asyncio.gather(*(inf.wait_synced() for inf in self._informers()))
         await self._fresh_view()
         allocator = Allocator(reclaim_window=self.settings.reclaim_window)
+        self.ledger_writer = LedgerWriter(
+            client=self.client, tracer=self.tracer, gate=self.gate, allocator=allocator,
+            pools=self.pools.store, settings=self.ledger_settings, on_deferred=self._refresh_pool_after,
+        )
         self.pool_reconciler = PoolReconciler(
             client=self.client,
             pools=self.pools.store,
@@ -332,6 +339,7 @@ class Controller:
             tracer=self.tracer,
             gate=self.gate,
             enqueue_service=self._retry_service,
+            after_write=self.ledger_writer.sync,
         )
         self.service_reconciler = ServiceReconciler(
             client=self.client,
@@ -375,10 +383,6 @@ class Controller:
         # The reuse history comes back after the claims (a held address is never taken from a ledger) and
         # before anything is allocated; no await until the gate opens, so its Warnings go out as leader.
         restore_ledgers(allocator, self.pools.store.list(), self.recorder)
-        self.ledger_writer = LedgerWriter(
-            client=self.client, tracer=self.tracer, gate=self.gate, allocator=allocator,
-            pools=self.pools.store, settings=self.ledger_settings,
-        )
         self.gate.open()
         # Level-based: every Service is looked at once; those already right write nothing. Oldest first,
         # so when capacity is short the earlier Services are the ones served. Those that need an address
@@ -413,7 +417,6 @@ class Controller:
             asyncio.create_task(w, name=f"worker-{kind}-{i}")
             for i, (w, kind) in enumerate(zip(workers, kinds, strict=True))
         ]
-        self._lead_tasks.append(asyncio.create_task(self.ledger_writer.run(), name="ledger-writer"))
         await asyncio.gather(*self._lead_tasks, return_exceptions=True)
 
     async def _fresh_view(self) -> None:

@@ -61,7 +61,9 @@ async def test_failover_mid_churn_keeps_reuse_order_and_same_name_reclaim(
     order = last_occurrence_order(ledger_ips(s, pool))
     assert set(order) == freed  # only free addresses, each once for the order
 
-    leader = await wait_for(lambda: s.leader_index(), timeout=T, describe=s.describe)
+    leader = int(await wait_for(
+        lambda: s.leader_index() is not None and str(s.leader_index()), timeout=T, describe=s.describe
+    ))
     s.controllers.kill(leader, signal.SIGKILL)
     # While no one leads: one deleted name comes back, and a burst of new Services arrives.
     reclaimer = gone[-1]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -368,14 +369,19 @@ class Allocator:
         pool = self._pools.get(pool_name)
         if pool is None or pool.invalid is not None:
             return None
+        # Both histories are kept in release (sequence) order, so each is read newest first and only as far
+        # as can still make the newest LEDGER_MAX_ENTRIES: a ledger write costs the same at any churn.
         found: dict[tuple[Addr, int], LedgerEntry] = {}
-        for addr, rec in self._release_log.items():
+        for addr, rec in reversed(self._release_log.items()):
             if pool.contains(*addr):
                 found[(addr, rec.seq)] = LedgerEntry(int_to_ip(*addr), rec.at, rec.key, rec.uid, rec.gone)
+                if len(found) > LEDGER_MAX_ENTRIES:
+                    break
+        cutoff = min(seq for _, seq in found) if len(found) > LEDGER_MAX_ENTRIES else -math.inf
         now = self._clock()
-        for key, recent in self._recent.items():
-            if now - recent.released_at > self._reclaim_window:
-                continue
+        for key, recent in reversed(self._recent.items()):
+            if recent.seq < cutoff or now - recent.released_at > self._reclaim_window:
+                break
             for addr in recent.ips:
                 if (addr, recent.seq) not in found and addr not in self._holders and pool.contains(*addr):
                     found[(addr, recent.seq)] = LedgerEntry(

@@ -4,7 +4,7 @@ and writes each pool's status (counts and conditions) when it differs."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from opentelemetry.trace import Link, Tracer
@@ -109,7 +109,9 @@ class PoolReconciler:
         tracer: Tracer,
         gate: WriteGate,
         enqueue_service: Callable[[str], None],
+        after_write: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
+        """``after_write``: more status to write in the same worker after the pass (the release ledger)."""
         self._client = client
         self._pools = pools
         self.allocator = allocator
@@ -118,6 +120,7 @@ class PoolReconciler:
         self._tracer = tracer
         self._gate = gate
         self._enqueue_service = enqueue_service
+        self._after_write = after_write
         self._known: set[str] = set()
         self._applied: frozenset[tuple[str, Any, Any]] | None = None
         self._shape_errors: dict[str, str] = {}
@@ -159,6 +162,8 @@ class PoolReconciler:
             for obj in self._pools.list():
                 if await self._write_status(obj, shape_errors.get(obj["metadata"]["name"])):
                     wrote += 1
+            if self._after_write is not None:
+                await self._after_write()
             present = {obj["metadata"]["name"] for obj in self._pools.list()}
             for gone in self._known - present:
                 self._metrics.remove_pool(gone)

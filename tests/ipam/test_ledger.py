@@ -165,13 +165,16 @@ def test_any_ledger_never_raises_never_moves_an_ip_and_never_hands_out_a_held_on
     new.adopt([replace(svc(n), current_ips=ips) for n, ips in held.items()])
     ledger, _ = parse_ledger(raw, now=clocks.wall())
     new.restore_ledgers({"p": ledger})
+    taken = {ip for ips in held.values() for ip in ips}
+    exported = new.release_ledger("p")
+    assert exported is not None and not {e.ip for e in exported.entries} & taken  # never written back either
     for n, ips in held.items():
         assert new.ensure(replace(svc(n), current_ips=ips)).ips == ips
     created = new.ensure(svc(name, uid=f"new-{name}"))
     if name in held:  # a re-created held name never takes its old (still held) IP: it is not re-created here
         assert created.ips == held[name]
     else:
-        assert created.ips and created.ips[0] not in {ip for ips in held.values() for ip in ips}
+        assert created.ips and created.ips[0] not in taken
 
 
 # -- restore-equivalence ----------------------------------------------------------------------------------
@@ -265,7 +268,9 @@ def test_same_name_reclaims_across_takeover_within_the_window_only() -> None:
     old = clocks.allocator(pool, window=600)
     live = {n: replace(svc(n), current_ips=old.ensure(svc(n)).ips) for n in ("a", "b", "c")}
     old_b = live.pop("b").current_ips
+    live.pop("a")
     old.release(ServiceKey("default", "b"))
+    old.release(ServiceKey("default", "a"))  # a lower address than b's, freed too: "lowest free" is not b's
     clocks.mono.now += 300
     restored = takeover(old, clocks, [pool], list(live.values()))
     assert restored.ensure(svc("b", uid="b-again")).ips == old_b
