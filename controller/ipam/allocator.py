@@ -190,6 +190,8 @@ class Allocator:
         return pool
 
     def _may_serve(self, pool: Pool, request: ServiceRequest) -> bool:
+        if any(pool.contains(f, v) for f, v in self._reserved_for_request(request)):
+            return True  # an IPReservation stands for a requested IP
         if request.requested_ips:
             for text in request.requested_ips:
                 try:
@@ -1025,6 +1027,11 @@ class Allocator:
     def _is_target(self, spec: ReservationSpec, key: ServiceKey) -> bool:
         held = self._owners.get(key)
         return spec.selects(key.namespace, key.name, dict(held.labels if held is not None else ()))
+
+    def _reserved_for_request(self, request: ServiceRequest) -> list[Addr]:
+        index = self._reservations
+        specs = index.for_service(request.key.namespace, request.key.name, dict(request.labels))
+        return [addr for spec in specs for addr in index.owned_addresses(spec)]
 
     def _may_take_reserved(self, request: ServiceRequest, family: str, value: int) -> bool:
         """Whether the Service may newly take this address: it is not reserved, or reserved for it."""

@@ -31,6 +31,7 @@ def test_kustomization_lists_every_manifest_and_no_sample() -> None:
     assert kinds == sorted(
         [
             "CustomResourceDefinition",
+            "CustomResourceDefinition",
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",

@@ -125,6 +125,6 @@ class ReservationMachine(AllocatorMachine):
 TestReservationMachine = ReservationMachine.TestCase
 TestReservationMachine.settings = settings(
     settings.get_profile(IPAM_PROFILE),
-    max_examples=int(os.environ.get("STABLELB_RESERVATION_EXAMPLES", "150")),
+    max_examples=int(os.environ.get("STABLELB_RESERVATION_EXAMPLES", "100")),
     stateful_step_count=40,
 )

@@ -11,6 +11,7 @@ from controller.ipam import (
     ReservationIndex,
     ReservationSpec,
     Selector,
+    ServiceAllocation,
     ServiceKey,
     describe_target,
 )
@@ -186,3 +187,14 @@ def test_restart_adopts_the_same_outcome() -> None:
     b.adopt([target, other])
     assert b.ensure(target).ips == d.ips and b.ensure(other).ips == e.ips
     assert b.pool_statuses() == a.pool_statuses()
+
+
+def test_a_pool_change_names_a_target_whose_reserved_address_it_contains() -> None:
+    a = allocator(POOL)
+    a.set_reservations([web("10.9.9.9")])
+    assert "not in any pool" in a.ensure(svc("web", ns="team-a")).message
+    only_x = ServiceAllocation(namespaces=frozenset({"x"}))
+    elsewhere = PoolSpec("q", ("10.9.9.0/24",), service_allocation=only_x)
+    change = a.set_pools([POOL, elsewhere])
+    assert ServiceKey("team-a", "web") in change.retry  # its condition now names the pool that refuses it
+    assert "does not serve this Service" in a.ensure(svc("web", ns="team-a")).message
