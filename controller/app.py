@@ -267,6 +267,9 @@ class Controller:
         if self.pool_reconciler is not None and self.gate.is_open:
             self.pool_reconciler.apply_pools()
         self._enqueue_pool(obj["metadata"]["name"], obj)
+        # A reserved address can enter or leave every pool (NotInPool <-> Waiting): the states follow.
+        for reservation in self.reservations.store.list():
+            self._enqueue_reservation(reservation["metadata"]["name"])
 
     def _enqueue_service(self, key: str, event: str, obj: dict[str, Any] | None) -> None:
         if not self.gate.is_open:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from controller.cli import main as cli
 from controller.cli.render import dump_json
 from e2e.harness.binaries import REPO_ROOT
 from e2e.support import Scenario, settle
+from e2e.test_reservations import Reservations
 
 pytestmark = pytest.mark.cluster
 
@@ -86,12 +88,19 @@ class Plugin:
         return data
 
 
+@pytest.fixture
+def reservations(scenario: Scenario) -> Iterator[Reservations]:
+    r = Reservations(scenario)
+    yield r
+    r.cleanup()
+
+
 def verdicts(data: dict[str, Any], pools: set[str]) -> dict[str, tuple[str, str]]:
     return {p["pool"]: (p["verdict"], p["reason"]) for p in data["pools"] if p["pool"] in pools}
 
 
 async def test_explain_and_status_say_what_the_controller_did(
-    scenario: Scenario, wait_for: Any, viewer_kubeconfig: Path
+    scenario: Scenario, wait_for: Any, viewer_kubeconfig: Path, reservations: Reservations
 ) -> None:
     s = scenario
     plugin = Plugin(s, viewer_kubeconfig)
@@ -107,6 +116,11 @@ async def test_explain_and_status_say_what_the_controller_did(
     held_by_a = s.ips("a")[0]
     s.create_service("d", annotations={"stablelb.io/ips": held_by_a})
     await wait_for(lambda: s.reason("d") == "RequestedIPInUse", timeout=T, describe=s.describe)
+    # autoAssign false: it serves only who asks for its addresses, so c stays pending.
+    manual = s.create_pool("manual", ["192.168.44.0/30"], autoAssign=False)
+    vip = reservations.create("vip", ["192.168.44.1"], "payments")
+    s.create_service("e", annotations={"stablelb.io/ips": "192.168.44.1"})
+    await wait_for(lambda: s.reason("e") == "IPReserved", timeout=T, describe=s.describe)
 
     served = await plugin.json("explain", "svc/a", "-n", s.ns)
     assert served["decision"]["ips"] == s.ips("a") and not served["decision"]["pending"]
@@ -124,17 +138,29 @@ async def test_explain_and_status_say_what_the_controller_did(
 
     refused = await plugin.json("explain", "svc/d", "-n", s.ns)
     assert refused["decision"]["reason"] == s.reason("d") == "RequestedIPInUse"
-    assert refused["requestedIPs"] == [{"ip": held_by_a, "heldBy": [f"{s.ns}/a"]}]
+    assert refused["requestedIPs"] == [{"ip": held_by_a, "heldBy": [f"{s.ns}/a"], "reservedFor": None}]
+
+    reserved = await plugin.json("explain", "svc/e", "-n", s.ns)
+    assert reserved["decision"]["reason"] == "IPReserved"
+    assert reserved["decision"]["message"] == s.condition("e")["message"]  # type: ignore[index]
+    assert reserved["requestedIPs"] == [
+        {"ip": "192.168.44.1", "heldBy": [], "reservedFor": f"{s.ns}/payments (IPReservation {vip})"}
+    ]
 
     status = await plugin.json("status")
     assert status["leader"]["holder"] == s.leader() and not status["leader"]["expired"]
     row = next(p for p in status["pools"] if p["pool"] == pool)
     assert (row["state"], row["IPv4"], row["services"]) == (
         "Exhausted",
-        {"total": 2, "assigned": 2, "available": 0},
+        {"total": 2, "assigned": 2, "available": 0, "reserved": 0},
         2,
     )
-    assert status["services"]["pending"] == [f"{s.ns}/c", f"{s.ns}/d"]
+    assert status["services"]["pending"] == [f"{s.ns}/c", f"{s.ns}/d", f"{s.ns}/e"]
+    [mine] = [r for r in status["reservations"] if r["reservation"] == vip]
+    await wait_for(lambda: reservations.status(vip).get("state") == "Waiting", timeout=T, describe=s.describe)
+    assert (mine["state"], mine["target"]) == ("Waiting", f"{s.ns}/payments")
+    manual_row = next(p for p in status["pools"] if p["pool"] == manual)
+    assert manual_row["IPv4"] == {"total": 4, "assigned": 0, "available": 3, "reserved": 1}
 
     # For people: a table, and no colour codes when stdout is not a terminal.
     table = plugin.run("status").stdout
@@ -147,7 +173,7 @@ async def test_explain_and_status_say_what_the_controller_did(
 
 
 async def test_plan_equals_what_the_controller_then_does(
-    scenario: Scenario, wait_for: Any, viewer_kubeconfig: Path, tmp_path: Path
+    scenario: Scenario, wait_for: Any, viewer_kubeconfig: Path, tmp_path: Path, reservations: Reservations
 ) -> None:
     s = scenario
     plugin = Plugin(s, viewer_kubeconfig)
@@ -159,6 +185,11 @@ async def test_plan_equals_what_the_controller_then_does(
         await wait_for(lambda n=name: s.reason(n) is not None, timeout=T, describe=s.describe)
     await wait_for(lambda: sum(bool(s.ips(n)) for n in names) == 4, timeout=T, describe=s.describe)
     before = {n: s.ips(n) for n in names}
+    # Reserved for a Service yet to come, outside the pool for now: the edit brings it in.
+    vip = reservations.create("vip", ["192.168.43.8"], "future")
+    await wait_for(
+        lambda: reservations.status(vip).get("state") == "NotInPool", timeout=T, describe=s.describe
+    )
 
     # Shrink below two held addresses and grow past the pending: orphans kept, the pending served.
     edit = {
@@ -178,6 +209,13 @@ async def test_plan_equals_what_the_controller_then_does(
         "IPOutsidePool", "IPOutsidePool", "keeps", "keeps", "served", "served"
     ]  # fmt: skip
 
+    [planned_vip] = [r for r in plan["reservations"] if r["reservation"] == vip]
+    assert (planned_vip["before"], planned_vip["after"], planned_vip["conflict"]) == (
+        "NotInPool",
+        "Waiting",
+        False,
+    )
+
     s.patch_pool(pool, edit["spec"])
     for name, entry in outcomes.items():
         want_reason = "IPOutsidePool" if entry["outcome"] == "IPOutsidePool" else "Allocated"
@@ -186,6 +224,8 @@ async def test_plan_equals_what_the_controller_then_does(
             timeout=T,
             describe=s.describe,
         )
+    await wait_for(lambda: reservations.status(vip).get("state") == planned_vip["after"], timeout=T,
+                   describe=s.describe)  # fmt: skip
     await settle(1.5)
     for name, entry in outcomes.items():
         assert s.ips(name) == entry["after"]["ips"], (name, entry)
@@ -201,7 +241,12 @@ async def test_plan_equals_what_the_controller_then_does(
     mine = [e for e in deletion["services"] if e["service"].startswith(f"{s.ns}/")]
     assert {e["service"].split("/", 1)[1] for e in mine} == in_pool, deletion
     assert {e["outcome"] for e in mine} == {"IPOutsidePool"}, deletion
+    [planned_vip] = [r for r in deletion["reservations"] if r["reservation"] == vip]
+    assert (planned_vip["after"], planned_vip["conflict"]) == ("NotInPool", True)
     s.delete_pool(pool)
+    await wait_for(
+        lambda: reservations.status(vip).get("state") == "NotInPool", timeout=T, describe=s.describe
+    )
     for entry in mine:
         name = entry["service"].split("/", 1)[1]
         await wait_for(lambda n=name: s.reason(n) == "IPOutsidePool", timeout=T, describe=s.describe)
