@@ -111,8 +111,11 @@ def _skip_reason(pool: Pool, request: ServiceRequest, wanted: list[str]) -> str 
         return f"has no {' or '.join(wanted)} addresses"
     if request.family_policy == REQUIRE_DUAL_STACK and not all(pool.has_family(f) for f in wanted):
         return f"RequireDualStack needs {' and '.join(wanted)}; the pool lacks one"
-    if not requested and not any(pool.free[f].free_count for f in wanted if pool.has_family(f)):
-        return f"exhausted: no free {' or '.join(f for f in wanted if pool.has_family(f))} address"
+    offered = [f for f in wanted if pool.has_family(f)]
+    empty = [f for f in offered if not pool.free[f].free_count]
+    # RequireDualStack takes both families or none; the other policies take what a pool has.
+    if not requested and empty and (request.family_policy == REQUIRE_DUAL_STACK or empty == offered):
+        return f"exhausted: no free {' or '.join(empty)} address"
     return None
 
 

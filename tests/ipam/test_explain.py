@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from controller.ipam import PoolSpec, ServiceAllocation, ServiceKey
 from controller.ipam.explain import Verdict, explain
 from controller.ipam.model import Selector
 
+from .conftest import IPAM_PROFILE
 from .helpers import allocator, settle, svc
 
 
@@ -94,3 +100,50 @@ def test_a_kept_orphan_is_in_no_pool() -> None:
     exp = explain(a, request, d)
     assert exp.reason == "IPOutsidePool" and exp.ips == ("10.0.0.0",) and exp.pool is None
     assert [(v.pool, v.verdict) for v in exp.pools] == [("p", Verdict.CANDIDATE)]
+
+
+def _pools(shapes: list[tuple[int, int, bool, bool, bool, bool]]) -> list[PoolSpec]:
+    return [
+        PoolSpec(
+            f"p{i}",
+            (f"10.0.{i}.{first}-10.0.{i}.{first + size}",) + ((f"fd00:{i}::/126",) if v6 else ()),
+            created=float(i),
+            auto_assign=auto,
+            disabled=disabled,
+            service_allocation=ServiceAllocation(namespaces=frozenset({"a"})) if only_a else None,
+        )
+        for i, (first, size, v6, auto, disabled, only_a) in enumerate(shapes)
+    ]
+
+
+pool_specs = st.lists(
+    st.tuples(
+        st.integers(0, 3), st.integers(0, 2), st.booleans(), st.booleans(), st.booleans(), st.booleans()
+    ),
+    max_size=4,
+).map(_pools)
+requests = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b"]),
+        st.sampled_from([("IPv4",), ("IPv6",), ("IPv4", "IPv6"), ("IPv6", "IPv4")]),
+        st.sampled_from(["SingleStack", "PreferDualStack", "RequireDualStack"]),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(settings.get_profile(IPAM_PROFILE), max_examples=300)
+@given(pool_specs, requests)
+def test_an_explanation_never_contradicts_the_decision(pools: list[PoolSpec], reqs: list[Any]) -> None:
+    """The pool a Service uses holds its addresses; a Service pending for want of a pool has every pool
+    skipped with a reason (were one a candidate, the allocator would have taken from it)."""
+    a = allocator(*pools)
+    for i, (ns, families, policy) in enumerate(reqs):
+        d, request = settle(a, svc(f"s{i}", ns=ns, families=families, policy=policy))
+        exp = explain(a, request, d)
+        used = [v.pool for v in exp.pools if v.verdict == Verdict.USED]
+        if d.pool is not None:
+            assert used == [d.pool]
+        if d.pending and not d.ips and d.reason.value in ("NoPool", "PoolExhausted", "FamilyUnavailable"):
+            assert all(v.verdict == Verdict.SKIPPED for v in exp.pools), exp
