@@ -267,7 +267,7 @@ class Controller:
         if self.pool_reconciler is not None and self.gate.is_open:
             self.pool_reconciler.apply_pools()
         self._enqueue_pool(obj["metadata"]["name"], obj)
-        # A reserved address can enter or leave every pool (NotInPool <-> Waiting): the states follow.
+        # A reserved address may have entered or left a pool (NotInPool); reservations are few.
         for reservation in self.reservations.store.list():
             self._enqueue_reservation(reservation["metadata"]["name"])
 

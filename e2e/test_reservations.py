@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from e2e.harness.rest import ApiError
-from e2e.support import Scenario
+from e2e.support import Scenario, settle
 
 pytestmark = pytest.mark.cluster
 
@@ -72,6 +72,13 @@ async def test_reservations_end_to_end(scenario: Scenario, reservations: Reserva
     await wait_for(
         lambda: (s.pool(pool).get("status") or {}).get("reserved") == "1", timeout=T, describe=s.describe
     )
+    # An address in no pool is reported; a pool edit that takes it in is seen by the reservation.
+    edge = r.create("edge", ["192.168.48.1"], "edge")
+    await wait_for(lambda: r.status(edge).get("state") == "NotInPool", timeout=T, describe=s.describe)
+    await wait_for(lambda: "ReservedIPNotInPool" in r.event_reasons(edge), timeout=T, describe=s.describe)
+    s.patch_pool(pool, {"addresses": ["192.168.47.0/29", "192.168.48.0/30"]})
+    await wait_for(lambda: r.status(edge).get("state") == "Waiting", timeout=T, describe=s.describe)
+    assert r.status(edge)["addresses"][0]["pool"] == pool
 
     # Free-space allocation passes the reserved address by; a request for it is refused, naming the owner.
     s.create_service("other")
@@ -92,7 +99,8 @@ async def test_reservations_end_to_end(scenario: Scenario, reservations: Reserva
     s.create_service("web")
     await wait_for(lambda: s.ips("web") == ["192.168.47.3"], timeout=T, describe=s.describe)
     await wait_for(lambda: r.status(web).get("state") == "Bound", timeout=T, describe=s.describe)
-    assert "ReservationBound" in r.event_reasons(web)
+    # Events are sent after the status write, asynchronously
+    await wait_for(lambda: "ReservationBound" in r.event_reasons(web), timeout=T, describe=s.describe)
 
     # A reservation for an address another Service holds waits; the holder does not move.
     held = r.create("held", [other_ip], "late")
@@ -112,7 +120,12 @@ async def test_reservations_end_to_end(scenario: Scenario, reservations: Reserva
     s.controllers.stop_all()
     s.start(2)
     await wait_for(lambda: s.leader_index() is not None, timeout=T, describe=s.describe)
-    await wait_for(lambda: s.reason("late") == "RequestedIPInUse", timeout=T, describe=s.describe)
+    # A Service created now is served once the new leader has adopted and queued everything; then give it
+    # a moment to do anything it should not.
+    s.create_service("probe")
+    (probe_ip,) = await wait_for(lambda: s.ips("probe"), timeout=T, describe=s.describe)
+    assert probe_ip not in ("192.168.47.3", other_ip, "192.168.48.1")
+    await settle(2.0)
     assert s.ips("other") == [other_ip] and s.ips("web") == ["192.168.47.3"] and s.ips("late") == []
     assert (s.rv("other"), s.rv("web")) == (rv_other, rv_web), "a restart rewrote a settled Service"
     assert s.reason("thief") == "IPReserved" and r.status(held).get("state") == "HeldByOther"

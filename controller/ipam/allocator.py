@@ -504,25 +504,17 @@ class Allocator:
         added: dict[str, int] = {}
         # An IPReservation acts as a standing request on its target's behalf, for the families it lacks only
         # (a held IP is never moved for it); the Service's own requested IPs come first.
-        claimed: dict[str, int] = {}
-        waiting: _Outcome | None = None
+        reserved: tuple[dict[str, int], _Outcome] | None = None
         if missing and problem is None and not requested and not orphan_families:
-            claimed, waiting = self._claim_reserved(request, terms, missing, tags)
-        reserved_applies = bool(claimed) or waiting is not None
+            reserved = self._via_reservation(request, terms, missing, kept, tags)
         if problem is not None:
             outcome = _Outcome(Reason.CONFLICTING_REQUESTS, problem, True)
         elif missing and requested:
             added, outcome = self._claim_requested(request, terms, missing, requested, kept, tags)
         elif missing and orphan_families:
             pass  # a retained orphan blocks additions; the orphan policy decides
-        elif waiting is not None:
-            added, outcome = claimed, waiting
-        elif claimed:
-            added = dict(claimed)
-            rest = [f for f in missing if f not in claimed]
-            if rest:
-                more, outcome = self._complete(request, terms, rest, {**kept, **claimed}, tags)
-                added.update(more)
+        elif reserved is not None:
+            added, outcome = reserved
         elif missing and kept:
             added, outcome = self._complete(request, terms, missing, kept, tags)
         elif missing:
@@ -536,13 +528,20 @@ class Allocator:
         ):
             # Both families or none. No address was taken yet for a pair that is not complete (_complete has
             # one family to add, _claim_requested claims at commit), so dropping the plan leaks nothing.
-            assert not added or requested or reserved_applies
+            assert not added or requested or reserved is not None
             orphan_families = set()
-            if requested or reserved_applies:
+            if requested or reserved is not None:
                 kept, added = {}, {}
             else:
+                # decided as for a Service holding nothing, reserved addresses first
                 kept = {}
-                added, outcome = self._allocate_fresh(request, terms, wanted, tags)
+                reserved = self._via_reservation(request, terms, wanted, {}, tags)
+                if reserved is None:
+                    added, outcome = self._allocate_fresh(request, terms, wanted, tags)
+                elif all(f in reserved[0] for f in wanted):
+                    added, outcome = reserved
+                else:
+                    added, outcome = {}, reserved[1]
             final = {**added}
             if not final and outcome.reason is None:
                 outcome = _Outcome(Reason.FAMILY_UNAVAILABLE, "RequireDualStack: no pair of addresses", True)
@@ -1051,6 +1050,29 @@ class Allocator:
             return replace(c, assigned=c.assigned - reserved[family], reserved=reserved[family])
 
         return replace(status, ipv4=counts("IPv4", status.ipv4), ipv6=counts("IPv6", status.ipv6))
+
+    def _via_reservation(
+        self,
+        request: ServiceRequest,
+        terms: SharingTerms,
+        missing: list[str],
+        kept: dict[str, int],
+        tags: set[str],
+    ) -> tuple[dict[str, int], _Outcome] | None:
+        """What the Service gets through its reservations for the families it lacks, the rest completed from
+        the reserved address's pool; None when no reservation applies to it (it is allocated as usual)."""
+        claimed, waiting = self._claim_reserved(request, terms, missing, tags)
+        if waiting is not None:
+            return claimed, waiting
+        if not claimed:
+            return None
+        added = dict(claimed)
+        outcome = _Outcome()
+        rest = [f for f in missing if f not in claimed]
+        if rest:
+            more, outcome = self._complete(request, terms, rest, {**kept, **claimed}, tags)
+            added.update(more)
+        return added, outcome
 
     def _claim_reserved(
         self, request: ServiceRequest, terms: SharingTerms, missing: list[str], tags: set[str]

@@ -222,8 +222,8 @@ class ServiceReconciler:
     def _after_decision(self, decision: Decision) -> None:
         if decision.pool:
             self._refresh_pool(decision.pool)
-        if decision.changed or decision.released:
-            self._refresh_reservations((*decision.ips, *decision.released))
+        # Also when nothing moved: a holder's labels may have made it a reservation's target (Bound).
+        self._refresh_reservations((*decision.ips, *decision.released))
         # Only the pending Services the allocator names (those the freed addresses may serve).
         self._retry(decision.retry)
 

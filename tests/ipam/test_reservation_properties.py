@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import invariant, precondition, rule
 
 from controller.ipam import Allocator, ReservationSpec, Selector, ServiceKey, ServiceRequest
+from controller.ipam.addresses import parse_ip
+from controller.ipam.pools import Pool
 
 from .conftest import IPAM_PROFILE
 from .test_properties import NAMES, NAMESPACES, AllocatorMachine, Params, _clock, params, v4_ips, v6_ips
@@ -103,6 +105,38 @@ class ReservationMachine(AllocatorMachine):
         self.alloc = fresh
         self.queue |= set(self.services)
         self._settle()
+
+    @invariant()
+    def a_target_never_waits_beside_a_free_usable_reserved_address(self) -> None:
+        """The target gets its address without asking: after settling, a SingleStack target holding nothing
+        and asking for nothing is not left without it while it is free in a pool that may serve it."""
+        for key, request in self.services.items():
+            if request.current_ips or request.requested_ips or request.requested_pool:
+                continue
+            if request.family_policy != "SingleStack":
+                continue
+            labels = dict(request.labels)
+            for spec in self.reservations.values():
+                if not spec.selects(key.namespace, key.name, labels):
+                    continue
+                for ip in spec.addresses:
+                    owner = self.alloc.reserved_for(ip)
+                    if owner is None or owner.name != spec.name or self.alloc.holders(ip):
+                        continue
+                    if parse_ip(ip)[0] != request.families[0]:
+                        continue
+                    usable = [
+                        name
+                        for name, pool in self.pools.items()
+                        if self._in_pool(ip, pool)
+                        and (status := self.alloc.pool_status(name)) is not None
+                        and status.invalid is None
+                        and status.conflict_with is None
+                        and not pool.disabled
+                        and pool.auto_assign
+                        and Pool(pool).allows(request)
+                    ]
+                    assert not usable, f"{key} holds nothing while {ip} ({spec.name}) is free in {usable}"
 
     @invariant()
     def counts_match_assignments(self) -> None:  # the parent's invariant, with reserved addresses counted

@@ -198,3 +198,16 @@ def test_a_pool_change_names_a_target_whose_reserved_address_it_contains() -> No
     change = a.set_pools([POOL, elsewhere])
     assert ServiceKey("team-a", "web") in change.retry  # its condition now names the pool that refuses it
     assert "does not serve this Service" in a.ensure(svc("web", ns="team-a")).message
+
+
+def test_an_orphan_dropped_for_require_dual_stack_is_decided_as_a_service_holding_nothing() -> None:
+    a = allocator(PoolSpec("a", ("10.0.0.0/32", "fd00::/125")))
+    d, request = settle(a, svc("web", ns="team-a"))
+    assert d.ips == ("10.0.0.0",)
+    a.set_pools([])  # the address is now in no pool: retained (IPOutsidePool)
+    a.set_reservations([web("10.0.0.0")])
+    dual = replace(request, families=("IPv4", "IPv6"), family_policy="RequireDualStack")
+    first = a.ensure(dual)
+    again = a.ensure(replace(dual, current_ips=first.ips))
+    assert (again.ips, again.reason, again.message) == (first.ips, first.reason, first.message)
+    assert first.reason is Reason.REQUESTED_IP_OUTSIDE_POOL and "not in any pool" in first.message
