@@ -140,7 +140,9 @@ class Chapter:
         new = ["n1", "n2", "n3"]
         for name in new:
             self.api.post(self.path(CHURN_NS), svc_body(name))
-            time.sleep(0.3)  # creation order decides who is served first
+            # A new leader serves pending Services oldest first by creationTimestamp, which has one-second
+            # resolution: a second apart, so the creation order is the order they are served in.
+            time.sleep(1.1)
         self.wait_ips(CHURN_NS, *new)
         got = [self.ips(CHURN_NS, n)[0] for n in new]
         took = time.monotonic() - started
