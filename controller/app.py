@@ -211,15 +211,15 @@ class Controller:
 
         self.services.add_handlers(svc_event("ADDED"), svc_update, svc_event("DELETED"))
 
-        def pool_event(obj: dict[str, Any]) -> None:
-            self._pools_changed(obj)
+        def on_spec_change(changed: Callable[[dict[str, Any]], None]) -> Callable[[Any, Any], None]:
+            def update(old: dict[str, Any], new: dict[str, Any]) -> None:
+                # Our own status writes come back as updates; only the spec (generation) matters.
+                if old["metadata"].get("generation") != new["metadata"].get("generation"):
+                    changed(new)
 
-        def pool_update(old: dict[str, Any], new: dict[str, Any]) -> None:
-            # Our own status writes come back as updates; only spec (generation) or labels matter.
-            if old["metadata"].get("generation") != new["metadata"].get("generation"):
-                self._pools_changed(new)
+            return update
 
-        self.pools.add_handlers(pool_event, pool_update, pool_event)
+        self.pools.add_handlers(self._pools_changed, on_spec_change(self._pools_changed), self._pools_changed)
 
         def ns_add(obj: dict[str, Any]) -> None:
             self._namespace_added(obj["metadata"]["name"])
@@ -230,15 +230,8 @@ class Controller:
 
         self.namespaces.add_handlers(ns_add, ns_update, None)
 
-        def reservation_event(obj: dict[str, Any]) -> None:
-            self._reservations_changed(obj)
-
-        def reservation_update(old: dict[str, Any], new: dict[str, Any]) -> None:
-            # Our own status writes come back as updates; only the spec (generation) matters.
-            if old["metadata"].get("generation") != new["metadata"].get("generation"):
-                self._reservations_changed(new)
-
-        self.reservations.add_handlers(reservation_event, reservation_update, reservation_event)
+        changed = self._reservations_changed
+        self.reservations.add_handlers(changed, on_spec_change(changed), changed)
 
     def _reservations_changed(self, obj: dict[str, Any]) -> None:
         """As for pools: the allocator gets the reservations at once, so no worker hands out an address that

@@ -18,7 +18,8 @@ import yaml
 
 from controller.ipam import Decision, PoolStatus, ServiceKey
 from controller.kube.resources import IPPOOLS
-from controller.reconcile.pool_input import read_pools
+from controller.reconcile.pool_input import read_pool
+from controller.reconcile.spec_sets import read_specs
 
 from .cluster import CliError
 from .render import Style, ips_text, table
@@ -136,7 +137,7 @@ def plan(
     }
     errors_before = dict(run.shape_errors)
     objs, changed = edited_pools(run.state.pools, applied, deleted, now or datetime.now(UTC))
-    specs, errors = read_pools(objs)
+    specs, errors = read_specs(objs, read_pool)
     change = run.allocator.set_pools(specs)
     run.shape_errors = errors
     run.settle(sorted(change.orphaned | change.retry))

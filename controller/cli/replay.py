@@ -15,7 +15,7 @@ from typing import Any
 
 from controller.ipam import Allocator, Decision, ServiceKey
 from controller.ipam.ledger import Ledger, pool_ledger
-from controller.reconcile.pool_input import read_pools
+from controller.reconcile.pool_input import read_pool
 from controller.reconcile.reservation_input import read_reservation
 from controller.reconcile.service_input import (
     ServiceInput,
@@ -25,6 +25,7 @@ from controller.reconcile.service_input import (
     service_key,
     status_ips,
 )
+from controller.reconcile.spec_sets import read_specs
 
 from .cluster import ClusterState
 
@@ -93,13 +94,12 @@ class Replay:
 
 def replay(state: ClusterState, policy: Policy) -> Replay:
     allocator = Allocator(reclaim_window=policy.reclaim_window)
-    specs, errors = read_pools(state.pools)
+    specs, errors = read_specs(state.pools, read_pool)
     allocator.set_pools(specs)
     ours = [o for o in state.services if is_ours(o, policy.lb_class, policy.handle_unclassed)]
     run = Replay(state, policy, allocator, {service_key(o): o for o in ours}, shape_errors=errors)
-    read = {o["metadata"]["name"]: read_reservation(o) for o in state.reservations}
-    allocator.set_reservations(spec for spec in read.values() if not isinstance(spec, str))
-    run.reservation_errors = {name: why for name, why in read.items() if isinstance(why, str)}
+    reservations, run.reservation_errors = read_specs(state.reservations, read_reservation)
+    allocator.set_reservations(reservations)
     claims = [
         read_service(
             o,

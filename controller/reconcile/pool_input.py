@@ -6,7 +6,7 @@ created while the CRD was older (or with validation off) is reported, not crashe
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from controller.ipam import AllocationOrder, PoolSpec, Selector, SelectorRequirement, ServiceAllocation
@@ -59,16 +59,3 @@ def read_pool(obj: Mapping[str, Any]) -> PoolSpec | str:
         service_allocation=allocation,
         disabled=bool(spec.get("disabled", False)),
     )
-
-
-def read_pools(objs: Iterable[Mapping[str, Any]]) -> tuple[list[PoolSpec], dict[str, str]]:
-    """The pools that parse, and pool name -> what is wrong with the spec of each one that does not."""
-    specs: list[PoolSpec] = []
-    errors: dict[str, str] = {}
-    for obj in objs:
-        parsed = read_pool(obj)
-        if isinstance(parsed, str):
-            errors[obj["metadata"]["name"]] = parsed
-        else:
-            specs.append(parsed)
-    return specs, errors

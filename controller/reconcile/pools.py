@@ -16,7 +16,8 @@ from controller.kube.resources import IPPOOLS
 from controller.kube.store import Store
 from controller.metrics import Metrics
 from controller.reconcile.leadership import WriteGate
-from controller.reconcile.pool_input import read_pools
+from controller.reconcile.pool_input import read_pool
+from controller.reconcile.spec_sets import Fingerprint, fingerprint, read_specs
 from controller.reconcile.tracing import reconcile_span
 from controller.reconcile.writes import now_rfc3339, patch_status
 from controller.telemetry import ATTR_POOL, ATTR_RESULT
@@ -122,7 +123,7 @@ class PoolReconciler:
         self._enqueue_service = enqueue_service
         self._after_write = after_write
         self._known: set[str] = set()
-        self._applied: frozenset[tuple[str, Any, Any]] | None = None
+        self._applied: Fingerprint | None = None
         self._shape_errors: dict[str, str] = {}
 
     def apply_pools(self) -> dict[str, str]:
@@ -132,14 +133,12 @@ class PoolReconciler:
         allocations, and rebuilding the pool set then would cost a pass over every assignment.
         """
         objs = self._pools.list()
-        fingerprint = frozenset(
-            (o["metadata"]["name"], o["metadata"].get("uid"), o["metadata"].get("generation")) for o in objs
-        )
-        if fingerprint == self._applied:
+        current = fingerprint(objs)
+        if current == self._applied:
             return self._shape_errors
-        specs, shape_errors = read_pools(objs)
+        specs, shape_errors = read_specs(objs, read_pool)
         change = self.allocator.set_pools(specs)
-        self._applied, self._shape_errors = fingerprint, shape_errors
+        self._applied, self._shape_errors = current, shape_errors
         for key in sorted(change.orphaned | change.retry):
             self._enqueue_service(str(key))
         return shape_errors

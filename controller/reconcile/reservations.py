@@ -17,6 +17,7 @@ from controller.kube.store import Store
 from controller.metrics import Metrics
 from controller.reconcile.leadership import WriteGate
 from controller.reconcile.reservation_input import read_reservation
+from controller.reconcile.spec_sets import Fingerprint, fingerprint, read_specs
 from controller.reconcile.tracing import reconcile_span
 from controller.reconcile.writes import now_rfc3339, patch_status
 from controller.telemetry import ATTR_RESULT
@@ -101,7 +102,7 @@ class ReservationReconciler:
         self._enqueue_service = enqueue_service
         self._enqueue_reservation = enqueue_reservation
         self._refresh_pools = refresh_pools
-        self._applied: frozenset[tuple[str, Any, Any]] | None = None
+        self._applied: Fingerprint | None = None
         self._shape_errors: dict[str, str] = {}
 
     def apply_reservations(self) -> None:
@@ -109,21 +110,12 @@ class ReservationReconciler:
         Services it names, every reservation's status (one change can move an address between two of them)
         and the pools' counts."""
         objs = self._reservations.list()
-        fingerprint = frozenset(
-            (o["metadata"]["name"], o["metadata"].get("uid"), o["metadata"].get("generation")) for o in objs
-        )
-        if fingerprint == self._applied:
+        current = fingerprint(objs)
+        if current == self._applied:
             return
-        specs: list[ReservationSpec] = []
-        shape_errors: dict[str, str] = {}
-        for obj in objs:
-            parsed = read_reservation(obj)
-            if isinstance(parsed, str):
-                shape_errors[obj["metadata"]["name"]] = parsed
-            else:
-                specs.append(parsed)
+        specs, shape_errors = read_specs(objs, read_reservation)
         change = self.allocator.set_reservations(specs)
-        self._applied, self._shape_errors = fingerprint, shape_errors
+        self._applied, self._shape_errors = current, shape_errors
         for key in sorted(change.retry):
             self._enqueue_service(str(key))
         for obj in objs:

@@ -278,10 +278,15 @@ class AllocatorMachine(RuleBasedStateMachine):
         self._set_pools()
         self._settle()
 
-    @rule()
-    def restart(self) -> None:
+    def _fresh_allocator(self) -> Allocator:
+        """A new leader's allocator before it adopts anything."""
         fresh = Allocator(clock=_clock)
         fresh.set_pools(self.pools.values())
+        return fresh
+
+    @rule()
+    def restart(self) -> None:
+        fresh = self._fresh_allocator()
         result = fresh.adopt(list(self.services.values()))
         assert result.duplicates == {} and result.invalid == {}
         for key, request in self.services.items():

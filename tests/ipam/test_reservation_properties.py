@@ -19,7 +19,7 @@ from controller.ipam.addresses import parse_ip
 from controller.ipam.pools import Pool
 
 from .conftest import IPAM_PROFILE
-from .test_properties import NAMES, NAMESPACES, AllocatorMachine, Params, _clock, params, v4_ips, v6_ips
+from .test_properties import NAMES, NAMESPACES, AllocatorMachine, Params, params, v4_ips, v6_ips
 
 RESERVATION_NAMES = ("r0", "r1")
 
@@ -91,20 +91,16 @@ class ReservationMachine(AllocatorMachine):
             self._ensure(self._request(key, p, old.uid, old.created, old.current_ips), input_changed=True)
         self._settle()
 
+    def _fresh_allocator(self) -> Allocator:
+        fresh = super()._fresh_allocator()
+        fresh.set_reservations(self.reservations.values())
+        return fresh
+
     @rule()
     def restart(self) -> None:
-        fresh = Allocator(clock=_clock)
-        fresh.set_pools(self.pools.values())
-        fresh.set_reservations(self.reservations.values())
-        result = fresh.adopt(list(self.services.values()))
-        assert result.duplicates == {} and result.invalid == {}
-        for key, request in self.services.items():
-            assert set(fresh.assignment(key)) == set(request.current_ips), f"restart changed {key}"
-        assert fresh.pool_statuses() == self.alloc.pool_statuses()
-        assert fresh.reservation_states() == self.alloc.reservation_states()
-        self.alloc = fresh
-        self.queue |= set(self.services)
-        self._settle()
+        before = self.alloc.reservation_states()
+        super().restart()  # a new leader adopting the statuses decides the same, reservations included
+        assert self.alloc.reservation_states() == before
 
     @invariant()
     def a_target_never_waits_beside_a_free_usable_reserved_address(self) -> None:
@@ -156,9 +152,11 @@ class ReservationMachine(AllocatorMachine):
                 assert counts.total == counts.assigned + counts.available + counts.reserved
 
 
+# 50 examples keep `make test` within its budget (the parent machine already runs 500 without reservations);
+# STABLELB_RESERVATION_EXAMPLES=500 is a longer hunt (such hunts found two bugs, fixed with unit tests).
 TestReservationMachine = ReservationMachine.TestCase
 TestReservationMachine.settings = settings(
     settings.get_profile(IPAM_PROFILE),
-    max_examples=int(os.environ.get("STABLELB_RESERVATION_EXAMPLES", "100")),
+    max_examples=int(os.environ.get("STABLELB_RESERVATION_EXAMPLES", "50")),
     stateful_step_count=40,
 )
