@@ -3,7 +3,9 @@
 A local kube-apiserver + etcd, Jaeger, and two controller replicas (leader election on, running as the
 controller's own ServiceAccount). Then: create Services, delete one, create another, re-create the deleted
 one, restart every controller, kill the leader — and a table of Service → IP after each step, with the
-number of status writes that hit Services nobody touched (it should be 0).
+number of status writes that hit Services nobody touched (it should be 0). The last chapter
+(e2e/demo_chapter_issue12.py) kills the leader in the middle of churn and shows the reuse order kept (the
+release ledger), a reservation honoured, and `kubectl stablelb` status, explain and plan.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from e2e.demo_chapter_issue12 import Chapter
 from e2e.harness.binaries import REPO_ROOT
 from e2e.harness.jaeger import Jaeger
 from e2e.harness.processes import ManagedProcess, free_port, pid_alive, terminate_pid
@@ -70,6 +73,14 @@ class Demo:
         )
         self.controllers.append((identity, proc))
         self.save()
+
+    def kill_leader(self, sig: int) -> str:
+        leader = self.leader()
+        for ident, proc in self.controllers:
+            if ident == leader and proc.alive():
+                proc.signal(sig)
+        self.save()
+        return leader
 
     def leader(self) -> str:
         lease = self.api.get(f"/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{LEASE}")
@@ -200,6 +211,13 @@ class Demo:
         self.snapshot("leader killed")
         self.save()
 
+        cluster = json.loads(CLUSTER_STATE.read_text())
+        chapter = Chapter(
+            self.api, Path(cluster["kubeconfig"]), LEASE, self.start_controller, self.kill_leader
+        )
+        chapter_ok = chapter.play(NS)
+        self.snapshot("reservation")
+
         writes = sum(self.rv(n) != rvs[n] for n in untouched)
         print()
         print(self.table())
@@ -207,13 +225,15 @@ class Demo:
         print(f"status writes to web and db after their first allocation: {writes} (expected 0)")
         print(f"failover: after-failover got its IP {took:.1f}s after the leader was killed (lease 6s)")
         print(f"traces: {self.jaeger.query_url}/search?service=stablelb-controller  (one per reconcile)")
-        cluster = json.loads(CLUSTER_STATE.read_text())
+        failed = [what for what, ok in chapter.checks if not ok]
+        print(f"issue 12 chapter: {len(chapter.checks) - len(failed)}/{len(chapter.checks)} checks passed"
+              + (f"; FAILED: {'; '.join(failed)}" if failed else ""))  # fmt: skip
         print(
             f"explore: export KUBECONFIG={cluster['kubeconfig']}; "
-            f"kubectl get svc -n {NS}; kubectl get ippools"
+            f"kubectl get svc -n {NS}; kubectl get ippools; kubectl stablelb status --lease-name {LEASE}"
         )
         print(f"controller logs: {STATE_DIR}/*.log     stop everything: make demo-down")
-        return 0 if writes == 0 else 1
+        return 0 if writes == 0 and chapter_ok else 1
 
 
 def up() -> int:

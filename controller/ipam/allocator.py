@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 
 from .addresses import AddressError, int_to_ip, parse_ip
 from .ledger import LEDGER_MAX_ENTRIES, Ledger, LedgerEntry
@@ -213,6 +214,11 @@ class Allocator:
 
     def pool_statuses(self) -> list[PoolStatus]:
         return [self._counted_reserved(self._pools[name]) for name in sorted(self._pools)]
+
+    def pools(self) -> Mapping[str, Pool]:
+        """The current pools by name, read-only: for explanations (controller/ipam/explain.py), which read a
+        pool's spec, state and free counts but must never allocate from it."""
+        return MappingProxyType(self._pools)
 
     # ------------------------------------------------------------------------------------------- queries
     def assignment(self, key: ServiceKey) -> tuple[str, ...]:
