@@ -196,6 +196,19 @@ def pool_spec(draw: st.DrawFn, name: str) -> PoolSpec:
     )
 
 
+@st.composite
+def serving_pool(draw: st.DrawFn, name: str) -> PoolSpec:
+    """A valid, enabled, unrestricted dual-stack pool: without one most runs hold almost no IPs (half the
+    Services found no pool), and sharing groups, takeovers and reuse order were hardly ever exercised."""
+    return PoolSpec(
+        name=name,
+        addresses=draw(
+            st.sampled_from([("10.0.0.0/29", "fd00::/125"), ("10.0.0.0-10.0.0.3", "fd00::1-fd00::3")])
+        ),
+        allocation_order=draw(st.sampled_from(list(AllocationOrder))),
+    )
+
+
 # ------------------------------------------------------------------------------------------ the world
 @dataclass
 class Service:
@@ -368,7 +381,11 @@ class ModelMachine(RuleBasedStateMachine):
         return fresh, model
 
     # -- rules -------------------------------------------------------------------------------------------
-    @initialize(a=pool_spec("a"), b=st.one_of(st.none(), pool_spec("b")), reassign=st.booleans())
+    @initialize(
+        a=st.one_of(serving_pool("a"), pool_spec("a")),
+        b=st.one_of(st.none(), pool_spec("b")),
+        reassign=st.booleans(),
+    )
     def start(self, a: PoolSpec, b: PoolSpec | None, reassign: bool) -> None:
         self.reassign_default = reassign
         self.model.reassign_default = reassign
@@ -412,6 +429,76 @@ class ModelMachine(RuleBasedStateMachine):
         self.services[key] = Service(key, f"uid-{n:04d}", created, i)
         self._reconcile(self.services[key])
         self._settle()
+
+    @rule(name=st.sampled_from(NAMES), key=st.sampled_from(["k1", "k2"]), port=st.sampled_from(PORTS))
+    def create_sharer(self, name: str, key: str, port: tuple[str, int]) -> None:
+        """A plain Service with a sharing key and one port: the seed of a sharing group."""
+        skey = ServiceKey("ns0", name)
+        if skey in self.services:
+            return
+        i = Inputs(
+            families=("IPv4",),
+            policy="SingleStack",
+            annotations=(("stablelb.io/sharing-key", key),),
+            spec_ip=None,
+            ports=frozenset({port}),
+            local=False,
+            selector=(),
+            labels=(),
+            ours=True,
+        )
+        n = next(self.seq)
+        created = max((s.created for s in self.services.values()), default=0) + 1
+        self.services[skey] = Service(skey, f"uid-{n:04d}", created, i)
+        self._reconcile(self.services[skey])
+        self._settle()
+
+    @precondition(lambda self: any(s.status for s in self.services.values()))
+    @rule(data=st.data(), newcomers=st.integers(1, 2))
+    def join_sharing_group(self, data: st.DataObject, newcomers: int) -> None:
+        """New Services ask for a held IP with a holder's sharing key and one port: real sharing groups of
+        two and three, where a newcomer may clash with the newest holder only (never the first one the
+        allocator looks at) or differ in backend (Local without a selector versus Cluster)."""
+        ip = data.draw(st.sampled_from(sorted({ip for s in self.services.values() for ip in s.status})))
+        for _ in range(newcomers):
+            free_names = [ServiceKey(ns, n) for ns in sorted(NAMESPACES) for n in NAMES]
+            free_names = [k for k in free_names if k not in self.services]
+            holders = [s for _, s in sorted(self.services.items()) if ip in s.status]
+            if not free_names or not holders:
+                return
+            key = data.draw(st.sampled_from(free_names))
+            keyed = [h for h in holders if any(k in SHARING_SOURCES for k, _ in h.inputs.annotations)]
+            model = data.draw(st.sampled_from(keyed or holders))
+            keys = [v for k, v in model.inputs.annotations if k in SHARING_SOURCES]
+            used = [p for h in holders for p in h.inputs.ports]
+            newest = max(holders, key=lambda h: (h.created, h.uid))
+            only_newest = [p for p in newest.inputs.ports if used.count(p) == 1]
+            clash = len(holders) > 1 and only_newest and data.draw(st.booleans())
+            others = [p for p in PORTS if p not in used] or list(PORTS)
+            port = data.draw(st.sampled_from(only_newest if clash else others))
+            local, selector = model.inputs.local, model.inputs.selector
+            backend = data.draw(st.sampled_from(["same", "same", "local flipped", "selector changed"]))
+            if backend == "local flipped":
+                local = not local
+            elif backend == "selector changed":
+                selector = (("app", "y"),) if selector != (("app", "y"),) else ()
+            ann = {"stablelb.io/ips": ip, "stablelb.io/sharing-key": keys[0] if keys else "k1"}
+            i = Inputs(
+                families=("IPv6" if ":" in ip else "IPv4",),
+                policy="SingleStack",
+                annotations=tuple(sorted(ann.items())),
+                spec_ip=None,
+                ports=frozenset({port}),
+                local=local,
+                selector=selector,
+                labels=model.inputs.labels,
+                ours=True,
+            )
+            n = next(self.seq)
+            created = max(s.created for s in self.services.values()) + 1
+            self.services[key] = Service(key, f"uid-{n:04d}", created, i)
+            self._reconcile(self.services[key])
+            self._settle()
 
     def _edit(self, s: Service, i: Inputs) -> None:
         if i.spec_part() != s.inputs.spec_part():
