@@ -530,7 +530,13 @@ class Allocator:
             # one family to add, _claim_requested claims at commit), so dropping the plan leaks nothing.
             assert not added or requested or reserved is not None
             orphan_families = set()
-            if requested or reserved is not None:
+            if requested:
+                # The refusal is decided as for a Service holding nothing: what it held (a retained orphan,
+                # say) must not change which address the message names, or the next pass rewrites it.
+                kept = {}
+                _, outcome = self._claim_requested(request, terms, wanted, requested, {}, tags)
+                added = {}
+            elif reserved is not None:
                 kept, added = {}, {}
             else:
                 # decided as for a Service holding nothing, reserved addresses first

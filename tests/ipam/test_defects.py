@@ -326,3 +326,23 @@ def test_service_allocation_pools_come_before_the_first_family_rule() -> None:
     both = PoolSpec("a-plain-both", ("10.0.1.0/30", "fd00:1::/125"))
     b = allocator(both, matched)
     assert b.ensure(svc("s", families=("IPv4", "IPv6"), policy="PreferDualStack")).ips == ("10.0.0.12",)
+
+
+# ------------------------------------------------------------- found by the allocator property (2026-12-02)
+def test_require_dual_stack_refusal_names_the_same_address_whatever_was_held() -> None:
+    """A retained orphan kept the first pass from asking for its family, so the refusal named the other
+    family's address; the next pass, holding nothing, named the orphan's. Two condition writes for one
+    edit: the decision was not a fixed point (hypothesis seed 135648998733441064514626123068933487485)."""
+    a = allocator(PoolSpec("a", ("10.0.0.2", "fd00::/125")))
+    _, r = settle(a, svc("s", requested_ips=("10.0.0.2",)))
+    a.set_pools([PoolSpec("a", ("10.0.0.0", "fd00::/125"))])
+    d, r = settle(a, r)
+    assert d.reason == Reason.IP_OUTSIDE_POOL and d.ips == ("10.0.0.2",)
+    dual = {"families": ("IPv6", "IPv4"), "family_policy": "RequireDualStack"}
+    edited = replace(r, requested_ips=("fd00::", "10.0.0.2"), **dual)  # type: ignore[arg-type]
+    first, edited = settle(a, edited)
+    again = a.ensure(edited)
+    assert first.ips == again.ips == ()
+    assert (again.reason, again.message, again.pending) == (first.reason, first.message, first.pending)
+    fresh = allocator(PoolSpec("a", ("10.0.0.0", "fd00::/125"))).ensure(replace(edited, current_ips=()))
+    assert fresh.message == first.message  # as a new leader would say it
