@@ -154,7 +154,9 @@ class Controller:
         self.namespaces = Informer(
             client, NAMESPACES, transform=slim_namespace, on_restart=restarts("namespaces")
         )
-        self.reservations = Informer(client, IPRESERVATIONS, on_restart=restarts("ipreservations"))
+        self.reservations = Informer(
+            client, IPRESERVATIONS, on_restart=restarts("ipreservations"), optional=True
+        )
         self.services.store.add_index("namespace", lambda o: [o["metadata"].get("namespace", "")])
         self.service_queue: WorkQueue[str] = WorkQueue(metrics=metrics, name="services")
         self.pool_queue: WorkQueue[str] = WorkQueue(metrics=metrics, name="ippools")
@@ -421,7 +423,8 @@ class Controller:
         with self.tracer.start_as_current_span("fresh view") as span:
             informers = self._informers()
             targets = await asyncio.gather(*(self._quorum_resource_version(inf) for inf in informers))
-            pairs = list(zip(informers, targets, strict=True))
+            # An optional resource the server does not serve has nothing to catch up with.
+            pairs = [(inf, rv) for inf, rv in zip(informers, targets, strict=True) if rv is not None]
             wait = self.catch_up_timeout
             caught_up = await asyncio.gather(*(inf.wait_caught_up(rv, wait) for inf, rv in pairs))
             behind = [pair for pair, ok in zip(pairs, caught_up, strict=True) if not ok]
@@ -435,14 +438,20 @@ class Controller:
             await asyncio.gather(*(inf.wait_caught_up(rv, None) for inf, rv in behind))
             span.set_attribute("stablelb.relisted", ",".join(inf.resource.plural for inf, _ in behind))
 
-    async def _quorum_resource_version(self, informer: Informer) -> str:
-        """The API server's current resourceVersion: a LIST without resourceVersion is a quorum read."""
+    async def _quorum_resource_version(self, informer: Informer) -> str | None:
+        """The API server's current resourceVersion: a LIST without resourceVersion is a quorum read.
+        None when an optional resource is not served."""
         backoff = Backoff()
         while True:
             try:
                 page = await self.client.request("GET", informer.resource.path(), query={"limit": 1})
                 return str((page.get("metadata") or {}).get("resourceVersion") or "")
-            except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
+            except ApiError as exc:
+                if exc.status == 404 and informer.absent:
+                    return None
+                log.warning("quorum read of %s failed: %r; retrying", informer.resource.plural, exc)
+                await backoff.sleep()
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 log.warning("quorum read of %s failed: %r; retrying", informer.resource.plural, exc)
                 await backoff.sleep()
 

@@ -163,8 +163,14 @@ class Informer:
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         backoff: Backoff | None = None,
         rng: random.Random | None = None,
+        optional: bool = False,
     ) -> None:
         self.client = client
+        # optional: a resource whose CRD may not be installed yet (an upgrade that did not apply the new
+        # CRD: `helm upgrade` never installs CRDs). Not served counts as synced and empty, and is retried,
+        # instead of a cache that never syncs and a leader that never serves.
+        self._optional = optional
+        self.absent = False
         self.resource = resource
         self.store = Store()
         self._transform = transform or default_transform
@@ -310,6 +316,8 @@ class Informer:
                     self._restarted("throttled")
                 elif exc.status >= 500:
                     self._restarted("server_error")
+                elif exc.status == 404 and self._optional:
+                    self._not_served(exc)
                 else:
                     log.warning("%s list/watch: %s%s", self.resource.plural, exc, _hint(self.resource, exc))
                     self._need_list = True
@@ -332,6 +340,23 @@ class Informer:
             await self._backoff.sleep()
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _not_served(self, exc: ApiError) -> None:
+        """An optional resource the API server does not serve: empty (what was cached is deleted) and
+        synced, so nothing waits on it; listed again after the backoff."""
+        if not self.absent:
+            log.warning(
+                "%s are not served (%s): treated as none until they are; retrying%s",
+                self.resource.plural, exc, _hint(self.resource, exc),
+            )
+        self.absent = True
+        self._need_list = True
+        for key in self.store:
+            gone = self.store.delete(key)
+            if gone is not None:
+                self._emit_delete(gone)
+        self._synced.set()
+        self._restarted("not_served")
 
     def _restarted(self, reason: str) -> None:
         if self._on_restart is not None:
@@ -460,6 +485,9 @@ class Informer:
         self._set_rv(rv)
         self._last_rv_unavailable = False
         self._need_list = False
+        if self.absent:
+            log.info("%s are served now", self.resource.plural)
+            self.absent = False
         self._synced.set()
         log.debug("%s listed %d objects at rv %s", self.resource.plural, len(seen), rv)
 

@@ -4,6 +4,7 @@ field selectors (and the fallback when the server refuses one), LIST pages with 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,9 +14,9 @@ import pytest
 
 from controller.app import LB_FIELD_SELECTOR, is_load_balancer
 from controller.kube.backoff import Backoff
-from controller.kube.client import KubeClient, QueryValue
+from controller.kube.client import ApiError, KubeClient, QueryValue
 from controller.kube.informer import Informer, ListSettings
-from controller.kube.resources import NAMESPACES, SERVICES
+from controller.kube.resources import NAMESPACES, SERVICES, Resource
 from e2e.harness.cluster import LocalCluster
 from e2e.harness.waiting import wait_for
 
@@ -385,3 +386,75 @@ async def test_expired_continue_token_falls_back_to_one_unpaginated_list() -> No
         await client.close()
         await admin.close()
         await asyncio.to_thread(own.stop)
+
+
+CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+def widget_crd(group: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"widgets.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Cluster",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [{
+                "name": "v1", "served": True, "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                },
+            }],
+        },
+    }
+
+
+async def test_an_optional_resource_not_served_syncs_empty_and_is_listed_once_its_crd_exists(
+    admin: KubeClient,
+) -> None:
+    """An upgrade that did not apply a new CRD (helm upgrade never installs CRDs): the optional cache is
+    synced and empty, not stuck waiting; once the CRD is applied its objects arrive without a restart."""
+    group = f"opt-{uuid.uuid4().hex[:8]}.stablelb.io"
+    widgets = Resource(group, "v1", "widgets", "Widget", namespaced=False)
+    informer = Informer(admin, widgets, optional=True, backoff=Backoff(initial=0.1, cap=0.5))
+    events = Events(informer)
+    task = asyncio.create_task(informer.run())
+    try:
+        await asyncio.wait_for(informer.wait_synced(), 30)
+        assert informer.absent and informer.store.keys() == []
+        await admin.request("POST", CRDS, body=widget_crd(group))
+
+        async def created() -> bool:
+            try:
+                await admin.request("POST", widgets.path(), body={
+                    "apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "w1"},
+                })
+            except ApiError as exc:
+                if exc.status == 404:
+                    return False  # the CRD is not established yet
+                raise
+            return True
+
+        await wait_for(created, timeout=60, interval=0.5)
+        await wait_for(lambda: events.of("w1") == ["add"], timeout=60, describe=lambda: str(events.seen))
+        assert not informer.absent
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        with contextlib.suppress(ApiError):
+            await admin.request("DELETE", f"{CRDS}/widgets.{group}")
+
+
+async def test_a_required_resource_not_served_never_counts_as_synced(admin: KubeClient) -> None:
+    group = f"req-{uuid.uuid4().hex[:8]}.stablelb.io"
+    restarts: list[str] = []
+    informer = Informer(admin, Resource(group, "v1", "widgets", "Widget", namespaced=False),
+                        backoff=Backoff(initial=0.1, cap=0.2), on_restart=restarts.append)
+    task = asyncio.create_task(informer.run())
+    try:
+        await wait_for(lambda: len(restarts) >= 3, timeout=60, describe=lambda: str(restarts))
+        assert not informer.has_synced() and not informer.absent
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
