@@ -115,7 +115,7 @@ image:
 # the oldest and the newest kube-apiserver. `make test` runs the CRD and manifests on both already.
 K8S_OLDEST_VERSION ?= v1.35.4
 K8S_NEWEST_VERSION ?= v1.37.2
-MATRIX_TESTS ?= tests/cluster/test_manifests.py tests/cluster/test_crd_validation.py e2e/test_startup.py e2e/test_stability.py
+MATRIX_TESTS ?= tests/cluster/test_manifests.py tests/cluster/test_crd_validation.py tests/cluster/test_reservation_crd.py e2e/test_startup.py e2e/test_stability.py
 version-matrix: venv binaries
 	@for v in $(K8S_OLDEST_VERSION) $(K8S_NEWEST_VERSION); do \
 	  echo "== kube-apiserver $$v"; \
