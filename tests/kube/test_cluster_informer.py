@@ -18,6 +18,7 @@ from controller.kube.client import ApiError, KubeClient, QueryValue
 from controller.kube.informer import Informer, ListSettings
 from controller.kube.resources import NAMESPACES, SERVICES, Resource
 from e2e.harness.cluster import LocalCluster
+from e2e.harness.manifests import install
 from e2e.harness.waiting import wait_for
 
 from .tcpproxy import TcpProxy
@@ -411,7 +412,7 @@ def widget_crd(group: str) -> dict[str, Any]:
 
 
 async def test_an_optional_resource_not_served_syncs_empty_and_is_listed_once_its_crd_exists(
-    admin: KubeClient,
+    admin: KubeClient, cluster: LocalCluster
 ) -> None:
     """An upgrade that did not apply a new CRD (helm upgrade never installs CRDs): the optional cache is
     synced and empty, not stuck waiting; once the CRD is applied its objects arrive without a restart."""
@@ -423,20 +424,10 @@ async def test_an_optional_resource_not_served_syncs_empty_and_is_listed_once_it
     try:
         await asyncio.wait_for(informer.wait_synced(), 30)
         assert informer.absent and informer.store.keys() == []
-        await admin.request("POST", CRDS, body=widget_crd(group))
-
-        async def created() -> bool:
-            try:
-                await admin.request("POST", widgets.path(), body={
-                    "apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "w1"},
-                })
-            except ApiError as exc:
-                if exc.status == 404:
-                    return False  # the CRD is not established yet
-                raise
-            return True
-
-        await wait_for(created, timeout=60, interval=0.5)
+        await asyncio.to_thread(install, cluster.api, [widget_crd(group)])
+        await admin.request("POST", widgets.path(), body={
+            "apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "w1"},
+        })
         await wait_for(lambda: events.of("w1") == ["add"], timeout=60, describe=lambda: str(events.seen))
         assert not informer.absent
     finally:

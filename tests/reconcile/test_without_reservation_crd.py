@@ -5,27 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from opentelemetry.sdk.trace import TracerProvider
 
 from controller.app import Controller
 from controller.config import Settings
 from controller.http import HealthState
-from controller.kube.client import ApiError, KubeClient
+from controller.kube.client import KubeClient
 from controller.kube.resources import IPPOOLS, NAMESPACES, SERVICES
 from controller.metrics import Metrics
 from e2e.harness.cluster import LocalCluster
+from e2e.harness.manifests import MANIFESTS, install, load_documents
 from e2e.harness.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
-
-ROOT = Path(__file__).resolve().parents[2]
-CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-
 
 async def test_a_controller_without_the_reservation_crd_still_leads_and_serves() -> None:
     cluster = await asyncio.to_thread(LocalCluster.start, name="no-iprs", dual_stack=False)
@@ -33,22 +28,12 @@ async def test_a_controller_without_the_reservation_crd_still_leads_and_serves()
     task: asyncio.Task[Any] | None = None
     controller: Controller | None = None
     try:
-        crd = yaml.safe_load((ROOT / "manifests/crd-ippools.yaml").read_text())
-        await client.request("POST", CRDS, body=crd)
-
-        async def pool_created() -> bool:
-            try:
-                await client.request("POST", IPPOOLS.path(), body={
-                    "apiVersion": "stablelb.io/v1alpha1", "kind": "IPPool",
-                    "metadata": {"name": "default"}, "spec": {"addresses": ["192.168.10.0/30"]},
-                })
-            except ApiError as exc:
-                if exc.status == 404:
-                    return False  # the CRD is not established yet
-                raise
-            return True
-
-        await wait_for(pool_created, timeout=60, interval=0.5)
+        crds = load_documents(MANIFESTS / "crd-ippools.yaml")
+        await asyncio.to_thread(install, cluster.api, crds)
+        await client.request("POST", IPPOOLS.path(), body={
+            "apiVersion": "stablelb.io/v1alpha1", "kind": "IPPool",
+            "metadata": {"name": "default"}, "spec": {"addresses": ["192.168.10.0/30"]},
+        })
         await client.request("POST", NAMESPACES.path(), body={"metadata": {"name": "app"}})
         await client.request("POST", SERVICES.path(namespace="app"), body={
             "metadata": {"name": "web"},
