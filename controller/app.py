@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -171,6 +172,7 @@ class Controller:
         self._informer_tasks: list[asyncio.Task[None]] = []
         self._recorder_task: asyncio.Task[None] | None = None
         self._election_task: asyncio.Task[None] | None = None
+        self._elector: LeaderElector | None = None
         self._wire_handlers()
         health.add_readiness("caches", self._caches_ready)
         health.add_liveness("tasks", self._tasks_alive)
@@ -319,10 +321,13 @@ class Controller:
 
     # -- leadership -------------------------------------------------------------------------------
     async def _on_started_leading(self) -> None:
+        # Our lease write has been answered: a consistent read requested from here on includes it and
+        # everything the previous leader wrote before it.
+        term_began = time.monotonic_ns()
         log.info("became leader", extra={"identity": self.settings.identity})
         self.metrics.set_leader(self.settings.identity, True)
         await asyncio.gather(*(inf.wait_synced() for inf in self._informers()))
-        await self._fresh_view()
+        await self._fresh_view(term_began)
         allocator = Allocator(reclaim_window=self.settings.reclaim_window)
         self.ledger_writer = LedgerWriter(
             client=self.client, tracer=self.tracer, gate=self.gate, allocator=allocator,
@@ -417,11 +422,19 @@ class Controller:
         ]
         await asyncio.gather(*self._lead_tasks, return_exceptions=True)
 
-    async def _fresh_view(self) -> None:
+    async def _fresh_view(self, term_began: int) -> None:
         """Every cache at least as new as a quorum read made after we won the lease, so what we adopt
-        includes the old leader's last writes: otherwise our own decisions would win over them."""
+        includes the old leader's last writes: otherwise our own decisions would win over them.
+
+        A cache whose last consistent read was requested after ``term_began`` already is (a process that
+        won the lease before it listed: every restart and rollout); the others are checked against a
+        quorum read, waited for, and relisted when they lag.
+        """
         with self.tracer.start_as_current_span("fresh view") as span:
-            informers = self._informers()
+            informers = [
+                inf for inf in self._informers() if (inf.consistent_as_of() or term_began) <= term_began
+            ]
+            span.set_attribute("stablelb.fresh_at_start", len(self._informers()) - len(informers))
             targets = await asyncio.gather(*(self._quorum_resource_version(inf) for inf in informers))
             # An optional resource the server does not serve has nothing to catch up with.
             pairs = [(inf, rv) for inf, rv in zip(informers, targets, strict=True) if rv is not None]
@@ -519,10 +532,6 @@ class Controller:
 
     # -- run --------------------------------------------------------------------------------------
     async def run(self) -> int:
-        self._informer_tasks = [
-            asyncio.create_task(inf.run(), name=f"informer-{inf.resource.plural}")
-            for inf in self._informers()
-        ]
         recorder_task = asyncio.create_task(self.recorder.run(), name="event-recorder")
         self._recorder_task = recorder_task
         if self.settings.leader_elect:
@@ -541,10 +550,21 @@ class Controller:
                 on_new_leader=self._on_new_leader,
             )
             self.gate.guard(elector.is_leader, elector.lease_remaining)
+            self._elector = elector
             lead_task = asyncio.create_task(elector.run(), name="leader-election")
             self._election_task = lead_task
+            # Campaign once before listing: a process that takes a free lease at once (a restart, a
+            # rollout) then lists after its own lease write, so its caches are fresh by construction and
+            # the takeover starts without waiting for them (see _fresh_view). A standby lists ~1 RTT later.
+            campaigned = asyncio.create_task(elector.campaigned.wait())
+            await asyncio.wait({campaigned, lead_task}, return_when=asyncio.FIRST_COMPLETED)
+            campaigned.cancel()
         else:
             lead_task = asyncio.create_task(self._on_started_leading(), name="lead")
+        self._informer_tasks = [
+            asyncio.create_task(inf.run(), name=f"informer-{inf.resource.plural}")
+            for inf in self._informers()
+        ]
         stop_task: asyncio.Task[Any] = asyncio.create_task(self.stopping.wait())
         done, _ = await asyncio.wait({lead_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
         if lead_task in done and not self.stopping.is_set() and lead_task.exception() is not None:

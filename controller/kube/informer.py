@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -196,6 +197,10 @@ class Informer:
         self._listing: set[str] | None = None
         # Set on every resourceVersion advance; wakes wait_caught_up.
         self._rv_advanced = asyncio.Event()
+        # time.monotonic_ns() when the consistent read in progress was requested (None: the (re)list in
+        # progress is not a consistent read), and the same for the newest one the store has fully taken in.
+        self._consistent_requested: int | None = None
+        self._consistent_as_of: int | None = None
 
     # -- public -------------------------------------------------------------------------------
 
@@ -270,6 +275,19 @@ class Informer:
                 waiter.cancel()
                 await asyncio.gather(waiter, return_exceptions=True)
         return waiter.done() and not waiter.cancelled()
+
+    def consistent_as_of(self) -> int | None:
+        """The ``time.monotonic_ns()`` at which the newest consistent read (resourceVersion "") that the
+        store has fully taken in was requested: the store reflects every write committed before then
+        (later events and NotOlderThan relists only move it forward). None before such a read and while
+        a (re)list is in progress.
+
+        Real time, not the injected clock: it orders this process's own actions (a write answered,
+        then a read sent), which linearizable reads respect.
+        """
+        if self._need_list or not self._synced.is_set():
+            return None
+        return self._consistent_as_of
 
     def request_consistent_relist(self) -> None:
         """Make the next ``run`` start with a consistent (quorum) list. It takes effect when the caller
@@ -430,6 +448,7 @@ class Informer:
                 query["resourceVersion"] = rv or None
                 if rv:
                     query["resourceVersionMatch"] = "NotOlderThan"
+                self._consistent_requested = None if rv else time.monotonic_ns()
             try:
                 page = await self._get_list(query, self._settings.page_timeout)
             except ApiError as exc:
@@ -483,6 +502,9 @@ class Informer:
                 if gone is not None:
                     self._emit_delete(gone)
         self._set_rv(rv)
+        if self._consistent_requested is not None:
+            self._consistent_as_of = max(self._consistent_as_of or 0, self._consistent_requested)
+            self._consistent_requested = None
         self._last_rv_unavailable = False
         self._need_list = False
         if self.absent:
@@ -509,6 +531,7 @@ class Informer:
             query["resourceVersionMatch"] = "NotOlderThan"
             query["resourceVersion"] = "" if self._last_rv_unavailable else self._last_rv
             self._listing = set()
+            self._consistent_requested = None if query["resourceVersion"] else time.monotonic_ns()
         lines = self.client.stream_lines(self._path(), query=query, read_timeout=self._read_timeout)
         events = 0
         started = self._clock.monotonic()

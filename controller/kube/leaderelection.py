@@ -99,6 +99,8 @@ class LeaderElector:
         self._observed_time = float("-inf")
         self._reported_leader: str | None = None
         self._leading = False
+        # Set once the first attempt at the lease has ended, won or not.
+        self.campaigned = asyncio.Event()
 
     # -- public -------------------------------------------------------------------------------
 
@@ -189,7 +191,11 @@ class LeaderElector:
 
     async def _acquire(self) -> None:
         while True:
-            if await self._try_bounded(self.config.renew_deadline):
+            try:
+                won = await self._try_bounded(self.config.renew_deadline)
+            finally:
+                self.campaigned.set()
+            if won:
                 return
             delay = self.config.retry_period * (1 + self._rng.random() * JITTER_FACTOR)
             await self._clock.sleep(delay)

@@ -30,9 +30,11 @@ def event_line(type_: str, obj: dict[str, Any]) -> bytes:
     return orjson.dumps({"type": type_, "object": obj}) + b"\n"
 
 
-def bookmark(rv: int) -> bytes:
-    obj = {"kind": "Service", "apiVersion": "v1", "metadata": {"resourceVersion": str(rv)}}
-    return event_line("BOOKMARK", obj)
+def bookmark(rv: int, *, initial_events_end: bool = False) -> bytes:
+    meta: dict[str, Any] = {"resourceVersion": str(rv)}
+    if initial_events_end:  # ends a watch-list's initial events
+        meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+    return event_line("BOOKMARK", {"kind": "Service", "apiVersion": "v1", "metadata": meta})
 
 
 def expired() -> bytes:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from opentelemetry.trace import NoOpTracer
 
-from controller.app import Controller
+from controller.app import CATCH_UP_TIMEOUT, Controller
 from controller.config import Settings
 from controller.http import HealthState
 from controller.kube.client import KubeClient
@@ -50,8 +50,10 @@ async def start(stablelb_installed: Any, controller_kubeconfig: Path) -> AsyncIt
     cluster = stablelb_installed
     made: list[tuple[Running, KubeClient]] = []
 
-    async def _start(pools: dict[str, dict[str, Any]], **overrides: Any) -> Running:
-        lb_class = f"takeover.stablelb.io/c-{uuid.uuid4().hex[:8]}"
+    async def _start(
+        pools: dict[str, dict[str, Any]], *, catch_up_timeout: float = CATCH_UP_TIMEOUT, **overrides: Any
+    ) -> Running:
+        lb_class = overrides.pop("lb_class", None) or f"takeover.stablelb.io/c-{uuid.uuid4().hex[:8]}"
         settings = Settings(
             kubeconfig=str(controller_kubeconfig), lb_class=lb_class, handle_unclassed=False,
             **{"leader_elect": False, "workers": 2, **overrides},
@@ -63,7 +65,8 @@ async def start(stablelb_installed: Any, controller_kubeconfig: Path) -> AsyncIt
             names.append(name)
         client = await KubeClient.from_kubeconfig(str(controller_kubeconfig))
         health = HealthState()
-        controller = Controller(settings, client, metrics=Metrics(), tracer=NoOpTracer(), health=health)
+        controller = Controller(settings, client, metrics=Metrics(), tracer=NoOpTracer(), health=health,
+                                catch_up_timeout=catch_up_timeout)
         task = asyncio.create_task(controller.run())
         running = Running(controller, health, cluster.api, lb_class, task, names)
         made.append((running, client))
@@ -252,3 +255,23 @@ async def test_new_leader_adopts_the_old_leaders_last_write_despite_a_stalled_wa
     assert old_ip not in ips_of(api, namespace, "early"), "the old leader's IP was handed out twice"
     assert ips_of(api, namespace, "early")
     assert old_ip not in other, "the old leader's IP was handed out twice"
+
+
+async def test_a_process_that_wins_a_free_lease_serves_without_waiting_for_its_caches_to_catch_up(
+    start: Start, stablelb_installed: Any, namespace: str, wait_for: Any
+) -> None:
+    """A restart or rollout: the lease is free, so the first campaign wins and the caches are listed after
+    the lease write (consistent reads): they hold everything the previous leader wrote, nothing to check.
+    The catch-up wait is set to an hour, so a takeover that waited on any cache would serve nothing: the
+    Service already waits when the process starts, so no later event moves the Service cache forward."""
+    api = stablelb_installed.api
+    lb_class = f"takeover.stablelb.io/c-{uuid.uuid4().hex[:8]}"
+    api.post(f"/api/v1/namespaces/{namespace}/services", lb_service("web", lb_class))
+    run = await start(
+        {unique_pool("restart"): {"addresses": ["192.168.66.0/28"]}},
+        lb_class=lb_class, leader_elect=True, lease_namespace=LEASE_NS,
+        lease_name=f"restart-{uuid.uuid4().hex[:6]}", catch_up_timeout=3600.0,
+    )
+    ips = await wait_for(lambda: ips_of(api, namespace, "web"), timeout=60)
+    assert in_range(ips, "192.168.66.0/28"), ips
+    assert all(inf.consistent_as_of() is not None for inf in run.controller._informers()[:3])
