@@ -662,6 +662,7 @@ class Bench:
         await self.send(session, "POST", f"/api/v1/namespaces/{self.namespace(fresh)}/services",
                         service_body(fresh))
         started = self.start_controller()
+        spy = self.start_py_spy("restart")
         await wait_until(lambda: fresh in watch.assigned_at, "the new Service served", 600, watch)
         first_served = watch.assigned_at[fresh] - started
         ready, leading = await asyncio.to_thread(self.wait_ready_and_leading, started)
@@ -673,6 +674,7 @@ class Bench:
                 reconciled_at = time.monotonic() - started
                 break
             await asyncio.sleep(0.05)
+        self.stop_py_spy(spy)
         if reconciled_at is None:
             raise TimeoutError(f"restart: not every Service reconciled after 600s ({self.reconciled()})")
         cpu = cpu_seconds(self.pid())
@@ -765,7 +767,8 @@ def main() -> None:
         help="M extra Services created before the controller starts (its raw assignment rate)",
     )
     parser.add_argument(
-        "--py-spy", metavar="DIR", help="sample the controller with py-spy during the create phase into DIR"
+        "--py-spy", metavar="DIR",
+        help="sample the controller with py-spy during the create phase and the restart into DIR",
     )
     parser.add_argument("--total", type=int, default=0,
                         help="all Services incl. headless ClusterIP ones (default: N, only LoadBalancers)")

@@ -210,8 +210,14 @@ class Controller:
             return handler
 
         def svc_update(old: dict[str, Any], new: dict[str, Any]) -> None:
-            if old["metadata"].get("resourceVersion") != new["metadata"].get("resourceVersion"):
-                self._enqueue_service(object_key(new), "MODIFIED", new)
+            rv = new["metadata"].get("resourceVersion")
+            if old["metadata"].get("resourceVersion") == rv:
+                return
+            key = object_key(new)
+            reconciler = self.service_reconciler
+            if reconciler is not None and reconciler.is_echo(key, rv):
+                return  # our own status write coming back: nothing to decide again
+            self._enqueue_service(key, "MODIFIED", new)
 
         self.services.add_handlers(svc_event("ADDED"), svc_update, svc_event("DELETED"))
 

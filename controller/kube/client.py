@@ -191,7 +191,14 @@ class KubeClient:
                 trust_env=False,
                 # One watch line holds a whole object: a large one must not overflow the read buffer.
                 read_bufsize=2**21,
-                headers={"Accept": "application/json", "User-Agent": self.user_agent},
+                # Uncompressed: the API server gzips watch streams and large lists for clients that accept
+                # it, which costs CPU on both ends for every event, while a controller that caches only
+                # LoadBalancer Services moves little data.
+                headers={
+                    "Accept": "application/json",
+                    "Accept-Encoding": "identity",
+                    "User-Agent": self.user_agent,
+                },
             )
         return self._session
 

@@ -181,7 +181,7 @@ class PoolReconciler:
             return False
         body = {"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]}, "status": desired}
         path = IPPOOLS.path(name=name, subresource="status")
-        if not await patch_status(self._client, self._tracer, self._gate, path, body, f"IPPool {name}"):
+        if await patch_status(self._client, self._tracer, self._gate, path, body, f"IPPool {name}") is None:
             return False
         self._record_events(obj, current, desired)
         return True

@@ -153,7 +153,7 @@ class LedgerWriter:
         body = {"status": {LEDGER_FIELD: desired}}
         self._last_write[name] = now
         what = f"IPPool {name} release ledger"
-        if not await patch_status(self._client, self._tracer, self._gate, path, body, what):
+        if await patch_status(self._client, self._tracer, self._gate, path, body, what) is None:
             return False  # the pool is gone
         # Counted from the answer too: a slow write is not followed at once by the next one.
         self._last_write[name] = self._clock()

@@ -162,7 +162,7 @@ class ReservationReconciler:
         body = {"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]}, "status": desired}
         path = IPRESERVATIONS.path(name=name, subresource="status")
         what = f"IPReservation {name}"
-        if not await patch_status(self._client, self._tracer, self._gate, path, body, what):
+        if await patch_status(self._client, self._tracer, self._gate, path, body, what) is None:
             return False
         if current.get("state") != state.state.value and state.state in _EVENTS:
             kind, reason = _EVENTS[state.state]

@@ -88,6 +88,10 @@ class ServiceReconciler:
         self._warned: dict[ServiceKey, tuple[str, int]] = {}
         # IPs of our last successful status write per Service: an assignment a write confirmed.
         self._confirmed: dict[ServiceKey, tuple[str, ...]] = {}
+        # The resourceVersion each of our status writes produced, until the watch brings it back; and the
+        # updates the watch brought while a write was in flight (the echo can come before the answer).
+        self._echoes: dict[str, str] = {}
+        self._in_flight: dict[str, list[str]] = {}
 
     # -- entry point ------------------------------------------------------------------------------
     async def reconcile(
@@ -106,6 +110,32 @@ class ServiceReconciler:
             outcome = await self._reconcile(ServiceKey(namespace, name), span)
             span.set_attribute(ATTR_RESULT, outcome.result)
         return outcome
+
+    def is_echo(self, key: str, resource_version: str | None) -> bool:
+        """True when this update of ``key`` needs no reconcile: it is our own last status write coming
+        back, or it came while that write was in flight (the write decides once it is answered).
+
+        The write carried the resourceVersion it was decided on (409 otherwise), so the object at the
+        version it produced differs from the one decided on only by that write: reconciling it again
+        would decide the same and write nothing. Any other version (someone else's change) is not.
+        """
+        if resource_version is None:
+            return False
+        early = self._in_flight.get(key)
+        if early is not None:
+            early.append(resource_version)
+            return True
+        return self._echoes.pop(key, None) == resource_version
+
+    def _settle_echo(self, key: str, written: dict[str, Any] | None) -> None:
+        """After a status write: expect its echo, and queue the Service again for any other update that
+        came while it was in flight (or for every one, when the write did not land)."""
+        early = self._in_flight.pop(key, [])
+        rv = str((written or {}).get("metadata", {}).get("resourceVersion") or "")
+        if rv and rv not in early:
+            self._echoes[key] = rv
+        if any(v != rv for v in early):
+            self._enqueue_service(key)
 
     def adopt_all(self) -> dict[ServiceKey, ServiceKey]:
         """Register every claim found in Service status, oldest first; returns duplicate losers."""
@@ -235,6 +265,7 @@ class ServiceReconciler:
         self._uids.pop(key, None)
         self._warned.pop(key, None)
         self._confirmed.pop(key, None)
+        self._echoes.pop(str(key), None)
         if held or retry:
             log.info("released", extra={"service": str(key), "ips": ",".join(held)})
         self._retry(retry)
@@ -331,12 +362,17 @@ class ServiceReconciler:
         path = SERVICES.path(meta["namespace"], meta["name"], "status")
         what = f"Service {meta['namespace']}/{meta['name']}"
         key = ServiceKey(meta["namespace"], meta["name"])
+        written: dict[str, Any] | None = None
+        self._in_flight[str(key)] = []
         try:
-            if not await patch_status(self._client, self._tracer, self._gate, path, patch, what):
-                return False
+            written = await patch_status(self._client, self._tracer, self._gate, path, patch, what)
         except Requeue:
             self._drop_unconfirmed(key, obj)
             raise
+        finally:
+            self._settle_echo(str(key), written)
+        if written is None:
+            return False
         if cond is not None:
             self._confirmed[key] = tuple(e["ip"] for e in ingress if "ip" in e)
         span.set_attribute("stablelb.wrote", True)

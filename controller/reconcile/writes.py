@@ -26,8 +26,8 @@ def now_rfc3339() -> str:
 
 async def patch_status(
     client: KubeClient, tracer: Tracer, gate: WriteGate, path: str, body: dict[str, Any], what: str
-) -> bool:
-    """PATCH `path` (a status subresource); False when the object is gone.
+) -> dict[str, Any] | None:
+    """PATCH `path` (a status subresource): the object as written, None when it is gone.
 
     `body` carries metadata.resourceVersion, so a decision made on a stale cache is refused (409) and
     retried with fresh data instead of overwriting a newer status.
@@ -35,7 +35,7 @@ async def patch_status(
     timeout = gate.write_timeout(DEFAULT_TIMEOUT)
     with tracer.start_as_current_span("status write") as span:
         try:
-            await client.request(
+            written = await client.request(
                 "PATCH", path, query={"fieldManager": FIELD_MANAGER}, body=body, content_type=MERGE_PATCH,
                 timeout=timeout,
             )
@@ -49,6 +49,6 @@ async def patch_status(
             if exc.status == 409:
                 raise Requeue(f"{what} changed under us (409)") from exc
             if exc.status == 404:
-                return False
+                return None
             raise
-    return True
+    return written

@@ -109,18 +109,24 @@ async def test_controller_serves_probes_and_metrics_apart_with_what_alerts_and_d
             return {(s["verb"], s["resource"], s["code"]) for s, _ in total}
 
         expected = {
-            ("list", "services", "200"),
+            # The initial state comes as a watch-list; a fresh leader makes no quorum LIST (it listed after
+            # winning the lease).
             ("watch", "services", "200"),
             ("patch", "services/status", "200"),
             ("update", "leases", "200"),  # renewals
         }
         await wait_for(lambda: expected <= requests(), timeout=30, describe=lambda: str(sorted(requests())))
-        counts = {
-            s["state"]: v
-            for s, v in series["stablelb_pool_addresses"]
-            if s["pool"] == pool and s["family"] == "IPv4"
-        }
-        assert counts == {"total": 2, "assigned": 2, "available": 0}
+
+        def counts() -> dict[str, float]:
+            return {
+                s["state"]: v
+                for s, v in scrape(metrics_url)["stablelb_pool_addresses"]
+                if s["pool"] == pool and s["family"] == "IPv4"
+            }
+
+        # The pool's counts follow its allocations after the pool-status batching delay (1 s).
+        await wait_for(lambda: counts() == {"total": 2, "assigned": 2, "available": 0}, timeout=30,
+                       describe=lambda: str(counts()))
         assert series["process_resident_memory_bytes"][0][1] > 0
         # The harness's own one-listener address was overridden by the flags given later: nothing there.
         assert get(f"http://{group.http_addr(0)}/metrics")[0] == 0

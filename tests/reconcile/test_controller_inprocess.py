@@ -130,3 +130,96 @@ async def test_reconcile_spans_links_and_no_write_when_unchanged(
     outcome = await controller.service_reconciler.reconcile(f"{namespace}/web")
     assert outcome.wrote is False
     assert b'stablelb_allocations_total{result="Allocated"}' in controller.metrics.render()
+
+
+async def test_our_own_status_write_coming_back_is_not_reconciled_other_changes_are(
+    running: tuple[Controller, InMemorySpanExporter, Any, str], namespace: str, wait_for: Any
+) -> None:
+    controller, exporter, cluster, lb_class = running
+    await wait_for(lambda: controller.gate.is_open, timeout=30)
+    path = f"/api/v1/namespaces/{namespace}/services/echo"
+    cluster.api.post(f"/api/v1/namespaces/{namespace}/services", {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "echo"},
+        "spec": {"type": "LoadBalancer", "loadBalancerClass": lb_class, "ports": [{"port": 80}],
+                 "allocateLoadBalancerNodePorts": False},
+    })
+
+    def reconciles() -> int:
+        return sum(
+            1 for s in exporter.get_finished_spans()
+            if s.name == "reconcile Service" and (s.attributes or {}).get("k8s.service.name") == "echo"
+        )
+
+    written = await wait_for(
+        lambda: (cluster.api.get(path).get("status") or {}).get("loadBalancer", {}).get("ingress"), timeout=60
+    )
+    served_rv = cluster.api.get(path)["metadata"]["resourceVersion"]
+    # The cache has our write back (it moves only through the watch): that event did not queue a reconcile.
+    await wait_for(
+        lambda: (controller.services.store.get(f"{namespace}/echo") or {}).get("metadata", {})
+        .get("resourceVersion") == served_rv,
+        timeout=30,
+    )
+    await asyncio.sleep(0.5)
+    assert reconciles() == 1, "the echo of our own status write was reconciled again"
+    # Anyone else's change is: here a label, then a status edit that drops our address.
+    obj = cluster.api.get(path)
+    obj["metadata"].setdefault("labels", {})["touched"] = "yes"
+    cluster.api.call("PUT", path, obj)
+    await wait_for(lambda: reconciles() == 2, timeout=30)
+    cluster.api.call("PATCH", f"{path}/status", {"status": {"loadBalancer": {"ingress": []}}},
+                     content_type="application/merge-patch+json")
+    restored = await wait_for(
+        lambda: (cluster.api.get(path).get("status") or {}).get("loadBalancer", {}).get("ingress"), timeout=60
+    )
+    assert restored == written
+
+
+@pytest.mark.parametrize("foreign_change", [False, True])
+async def test_an_echo_that_comes_before_the_write_is_answered_is_still_ours_alone(
+    running: tuple[Controller, InMemorySpanExporter, Any, str], namespace: str, wait_for: Any,
+    foreign_change: bool,
+) -> None:
+    """The watch may deliver our write before its answer arrives. Held back until the cache has it: the
+    echo alone queues nothing; a label changed by someone else meanwhile is reconciled afterwards."""
+    controller, exporter, cluster, lb_class = running
+    await wait_for(lambda: controller.gate.is_open, timeout=30)
+    path = f"/api/v1/namespaces/{namespace}/services/late"
+    key = f"{namespace}/late"
+    real_request = controller.client.request
+
+    async def answer_after_the_watch(method: str, url: str, **kwargs: Any) -> Any:
+        answer = await real_request(method, url, **kwargs)
+        if method == "PATCH" and url == f"{path}/status":
+            if foreign_change:
+                obj = await asyncio.to_thread(cluster.api.get, path)
+                obj["metadata"].setdefault("labels", {})["touched"] = "yes"
+                await asyncio.to_thread(cluster.api.call, "PUT", path, obj)
+
+            def cached() -> dict[str, Any]:
+                return (controller.services.store.get(key) or {}).get("metadata", {})  # type: ignore[no-any-return]
+
+            if foreign_change:  # the echo, then the label change: both while the write is in flight
+                await wait_for(lambda: "touched" in cached().get("labels", {}), timeout=30)
+            else:
+                rv = answer["metadata"]["resourceVersion"]
+                await wait_for(lambda: cached().get("resourceVersion") == rv, timeout=30)
+        return answer
+
+    controller.client.request = answer_after_the_watch  # type: ignore[method-assign]
+    cluster.api.post(f"/api/v1/namespaces/{namespace}/services", {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "late"},
+        "spec": {"type": "LoadBalancer", "loadBalancerClass": lb_class, "ports": [{"port": 80}],
+                 "allocateLoadBalancerNodePorts": False},
+    })
+
+    def reconciles() -> int:
+        return sum(
+            1 for s in exporter.get_finished_spans()
+            if s.name == "reconcile Service" and (s.attributes or {}).get("k8s.service.name") == "late"
+        )
+
+    await wait_for(lambda: reconciles() >= 1, timeout=60)
+    await asyncio.sleep(1.0)
+    assert reconciles() == (2 if foreign_change else 1)
+    assert (cluster.api.get(path).get("status") or {}).get("loadBalancer", {}).get("ingress")

@@ -38,9 +38,9 @@ def gate_with(remaining: list[float]) -> WriteGate:
 async def test_write_timeout_is_the_smaller_of_the_request_timeout_and_the_lease_time_left() -> None:
     client, remaining = Recording(), [3.5]
     gate = gate_with(remaining)
-    assert await patch_status(client, NoOpTracer(), gate, PATH, BODY, "svc")  # type: ignore[arg-type]
+    assert await patch_status(client, NoOpTracer(), gate, PATH, BODY, "svc") is not None  # type: ignore[arg-type]
     remaining[0] = 1000.0
-    assert await patch_status(client, NoOpTracer(), gate, PATH, BODY, "svc")  # type: ignore[arg-type]
+    assert await patch_status(client, NoOpTracer(), gate, PATH, BODY, "svc") is not None  # type: ignore[arg-type]
     assert client.timeouts == [3.5, DEFAULT_TIMEOUT]
     remaining[0] = 0.0
     with pytest.raises(NotLeader):
