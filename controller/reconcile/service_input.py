@@ -6,6 +6,7 @@ reconciler can answer with a condition and a Warning instead of guessing.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -69,7 +70,10 @@ def status_ips(obj: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=8192)
 def parse_timestamp(value: str | None) -> float:
+    """Seconds since the epoch. Cached: Services created in the same second share the string, and every
+    read of a Service (adoption of thousands at start, each reconcile) parses it again."""
     if not value:
         return 0.0
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
