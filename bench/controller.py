@@ -439,9 +439,10 @@ class Bench:
                 await self.send(session, "POST", f"{base}/events", event)
 
         log(f"bare limit: {self.n} x (create + status PATCH + Event), no controller")
-        t0, cpu0 = time.monotonic(), time.process_time()
+        t0, cpu0, server0 = time.monotonic(), time.process_time(), self.cluster_cpu()
         await asyncio.gather(*(one(i) for i in range(self.n)))
         self.bare_seconds = time.monotonic() - t0
+        server = {k: v - server0.get(k, 0.0) for k, v in self.cluster_cpu().items()}
         # This process's own CPU for the same requests (aiohttp over TLS, as the controller): what the
         # HTTP client alone costs on this machine at this load, a floor for the controller's CPU too.
         bare_cpu = time.process_time() - cpu0
@@ -449,6 +450,8 @@ class Bench:
                  f"{self.bare_seconds:.1f} s ({self.n / self.bare_seconds:.0f} Services/s)")
         self.row("bare limit: load generator CPU per request (create, PATCH, Event alike)",
                  f"{bare_cpu / (3 * self.n) * 1e6:.0f} µs ({bare_cpu:.1f} s for {3 * self.n} requests)")
+        self.row("bare limit: API server / etcd CPU",
+                 " / ".join(f"{server.get(k, 0.0):.1f} s" for k in ("kube-apiserver", "etcd")))
         # DELETE per collection: the controller must never see these. A collection of 10,000 outlives the API
         # server's 60 s request timeout (504) while the server keeps deleting: repeat until it is empty.
         for collection in ("services", "events"):

@@ -514,6 +514,11 @@ class Controller:
 
     async def _worker(self, queue: WorkQueue[str], reconcile: Callable[..., Awaitable[Any]]) -> None:
         while True:
+            # One item per turn of the event loop. A reconcile that writes nothing never suspends, and the
+            # start-up pass queues every Service: without this a worker would hold the loop until the
+            # queue is empty, and the answer to the first new Service's write, watch events and lease
+            # renewals would all wait for thousands of checks.
+            await asyncio.sleep(0)
             try:
                 key = await queue.get()
             except ShutDown:
