@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from controller.ipam import Port, ServiceKey, ServiceRequest
+from controller.ipam.addresses import ipv4_int
 
 ANN_IPS = ("stablelb.io/ips", "metallb.io/loadBalancerIPs", "metallb.universe.tf/loadBalancerIPs")
 ANN_POOL = ("stablelb.io/pool", "metallb.io/address-pool", "metallb.universe.tf/address-pool")
@@ -63,6 +64,9 @@ def status_ips(obj: Mapping[str, Any]) -> tuple[str, ...]:
     for entry in ingress:
         ip = entry.get("ip")
         if isinstance(ip, str):
+            if ipv4_int(ip) is not None:  # already in canonical form
+                out.append(ip)
+                continue
             try:
                 out.append(str(ipaddress.ip_address(ip)))
             except ValueError:

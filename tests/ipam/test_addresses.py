@@ -1,7 +1,12 @@
+import ipaddress
+
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from controller.ipam import AddressError, canonical_ip, parse_address_block, parse_pool_addresses
-from controller.ipam.addresses import usable_ipv4_count
+from controller.ipam.addresses import int_to_ip, ipv4_int, parse_ip, usable_ipv4_count
+from controller.ipam.model import IPV4
 
 
 def rng(text: str) -> tuple[str, str, str]:
@@ -98,3 +103,30 @@ def test_canonical_ip() -> None:
     assert canonical_ip("FD00:0010:0000::0005") == "fd00:10::5"
     with pytest.raises(AddressError, match="is not an IP address"):
         canonical_ip("10.0.0")
+
+
+@given(st.integers(min_value=0, max_value=2**32 - 1))
+def test_ipv4_spelled_and_read_back_exactly_as_ipaddress_does(value: int) -> None:
+    text = int_to_ip(IPV4, value)
+    assert text == str(ipaddress.IPv4Address(value))
+    assert ipv4_int(text) == value
+    assert parse_ip(text) == (IPV4, value)
+
+
+@given(st.one_of(
+    st.text(alphabet="0123456789.", max_size=20),
+    st.lists(st.integers(min_value=0, max_value=999).map(str) | st.sampled_from(["00", "01", "007", "", "٣"]),
+             min_size=3, max_size=5).map(".".join),
+    st.text(max_size=20),
+))
+@example("1.2.3.\u0663")  # a non-ASCII digit
+@example("01.2.3.4")
+@example("1.2.3.256")
+def test_the_ipv4_fast_path_agrees_with_ipaddress(text: str) -> None:
+    """ipv4_int reads exactly the canonical IPv4 spellings: the integer ipaddress reads, nothing else."""
+    try:
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(text)
+    except ValueError:
+        ip = None
+    canonical = isinstance(ip, ipaddress.IPv4Address) and str(ip) == text
+    assert ipv4_int(text) == (int(ip) if canonical and ip is not None else None)
