@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import ipaddress
 import os
 import platform
@@ -260,6 +261,10 @@ class Bench:
 
     # -- setup ------------------------------------------------------------------------------------
     def setup(self) -> None:
+        # The image runs from bytecode compiled at build time (Dockerfile). Where the environment forbids
+        # writing it (PYTHONDONTWRITEBYTECODE), every controller start here would compile the package from
+        # source (~0.2 s of a restart): compile it once, as the image build does.
+        compileall.compile_dir(str(Path(__file__).resolve().parent.parent / "controller"), quiet=1)
         log("starting LocalCluster (dual-stack)")
         self.cluster = cluster = LocalCluster.start(dual_stack=True, name="bench")
         install(cluster.api, load_kustomization(MANIFESTS))

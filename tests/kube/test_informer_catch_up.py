@@ -16,6 +16,10 @@ from controller.kube.resources import SERVICES
 from .fakeapi import FakeApiServer, bookmark, event_line, list_of, service
 
 
+async def stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
 async def test_caught_up_only_once_an_event_or_bookmark_reaches_the_resource_version(
     fake_api: FakeApiServer, fake_client: KubeClient, fast_backoff: Backoff
 ) -> None:
@@ -48,8 +52,7 @@ async def test_caught_up_only_once_an_event_or_bookmark_reaches_the_resource_ver
         assert not await asyncio.wait_for(bounded, 10)
         assert not await informer.wait_caught_up("not-an-integer", 0.0)
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await stop(task)
 
 
 async def test_a_consistent_relist_is_not_caught_up_until_it_finished(
@@ -62,16 +65,14 @@ async def test_a_consistent_relist_is_not_caught_up_until_it_finished(
         assert await asyncio.wait_for(informer.wait_caught_up("10", None), 10)
         informer.request_consistent_relist()
         assert not await informer.wait_caught_up("10", 0.0)  # a relist is pending: the old RV does not count
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await stop(task)
         task = asyncio.create_task(informer.run())
         assert await asyncio.wait_for(informer.wait_caught_up("50", None), 10)
         assert fake_api.list_queries[-1].get("resourceVersion") in (None, "")  # consistent: a quorum read
         assert informer.store.get("ns/a") is not None
         assert informer.store.get("ns/a")["metadata"]["resourceVersion"] == "45"  # type: ignore[index]
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await stop(task)
 
 
 async def test_consistent_as_of_is_when_the_last_consistent_read_was_requested(
@@ -90,8 +91,7 @@ async def test_consistent_as_of_is_when_the_last_consistent_read_was_requested(
         assert first is not None and before < first < time.monotonic_ns()
         # A relist at our last resourceVersion (NotOlderThan) is no newer a guarantee than what we had.
         informer._need_list = True
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await stop(task)
         assert informer.consistent_as_of() is None  # mid-relist: the store is being replaced
         task = asyncio.create_task(informer.run())
         assert await asyncio.wait_for(informer.wait_caught_up("20", None), 10)
@@ -99,16 +99,14 @@ async def test_consistent_as_of_is_when_the_last_consistent_read_was_requested(
         assert informer.consistent_as_of() == first
         # A consistent relist requested later moves it forward.
         informer.request_consistent_relist()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await stop(task)
         mark = time.monotonic_ns()
         task = asyncio.create_task(informer.run())
         assert await asyncio.wait_for(informer.wait_caught_up("50", None), 10)
         latest = informer.consistent_as_of()
         assert latest is not None and latest > mark
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await stop(task)
 
 
 async def test_a_watch_list_from_resource_version_empty_is_a_consistent_read(
@@ -129,5 +127,4 @@ async def test_a_watch_list_from_resource_version_empty_is_a_consistent_read(
         assert as_of is not None and as_of > before
         assert fake_api.watch_queries[0].get("sendInitialEvents") == "true"
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await stop(task)

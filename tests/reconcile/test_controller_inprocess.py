@@ -132,23 +132,32 @@ async def test_reconcile_spans_links_and_no_write_when_unchanged(
     assert b'stablelb_allocations_total{result="Allocated"}' in controller.metrics.render()
 
 
+def create_lb_service(cluster: Any, namespace: str, name: str, lb_class: str) -> None:
+    cluster.api.post(f"/api/v1/namespaces/{namespace}/services", {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+        "spec": {"type": "LoadBalancer", "loadBalancerClass": lb_class, "ports": [{"port": 80}],
+                 "allocateLoadBalancerNodePorts": False},
+    })
+
+
+def reconciles_of(exporter: InMemorySpanExporter, name: str) -> int:
+    """Reconciles of Service ``name`` so far (one root span each)."""
+    return sum(
+        1 for s in exporter.get_finished_spans()
+        if s.name == "reconcile Service" and (s.attributes or {}).get("k8s.service.name") == name
+    )
+
+
 async def test_our_own_status_write_coming_back_is_not_reconciled_other_changes_are(
     running: tuple[Controller, InMemorySpanExporter, Any, str], namespace: str, wait_for: Any
 ) -> None:
     controller, exporter, cluster, lb_class = running
     await wait_for(lambda: controller.gate.is_open, timeout=30)
     path = f"/api/v1/namespaces/{namespace}/services/echo"
-    cluster.api.post(f"/api/v1/namespaces/{namespace}/services", {
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "echo"},
-        "spec": {"type": "LoadBalancer", "loadBalancerClass": lb_class, "ports": [{"port": 80}],
-                 "allocateLoadBalancerNodePorts": False},
-    })
+    create_lb_service(cluster, namespace, "echo", lb_class)
 
     def reconciles() -> int:
-        return sum(
-            1 for s in exporter.get_finished_spans()
-            if s.name == "reconcile Service" and (s.attributes or {}).get("k8s.service.name") == "echo"
-        )
+        return reconciles_of(exporter, "echo")
 
     written = await wait_for(
         lambda: (cluster.api.get(path).get("status") or {}).get("loadBalancer", {}).get("ingress"), timeout=60
@@ -207,17 +216,10 @@ async def test_an_echo_that_comes_before_the_write_is_answered_is_still_ours_alo
         return answer
 
     controller.client.request = answer_after_the_watch  # type: ignore[method-assign]
-    cluster.api.post(f"/api/v1/namespaces/{namespace}/services", {
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "late"},
-        "spec": {"type": "LoadBalancer", "loadBalancerClass": lb_class, "ports": [{"port": 80}],
-                 "allocateLoadBalancerNodePorts": False},
-    })
+    create_lb_service(cluster, namespace, "late", lb_class)
 
     def reconciles() -> int:
-        return sum(
-            1 for s in exporter.get_finished_spans()
-            if s.name == "reconcile Service" and (s.attributes or {}).get("k8s.service.name") == "late"
-        )
+        return reconciles_of(exporter, "late")
 
     await wait_for(lambda: reconciles() >= 1, timeout=60)
     await asyncio.sleep(1.0)
