@@ -172,7 +172,6 @@ class Controller:
         self._informer_tasks: list[asyncio.Task[None]] = []
         self._recorder_task: asyncio.Task[None] | None = None
         self._election_task: asyncio.Task[None] | None = None
-        self._elector: LeaderElector | None = None
         self._wire_handlers()
         health.add_readiness("caches", self._caches_ready)
         health.add_liveness("tasks", self._tasks_alive)
@@ -561,7 +560,6 @@ class Controller:
                 on_new_leader=self._on_new_leader,
             )
             self.gate.guard(elector.is_leader, elector.lease_remaining)
-            self._elector = elector
             lead_task = asyncio.create_task(elector.run(), name="leader-election")
             self._election_task = lead_task
             # Campaign once before listing: a process that takes a free lease at once (a restart, a
